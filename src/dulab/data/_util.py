@@ -1,0 +1,64 @@
+"""Helpers shared by the dataset builders: option checks and deterministic train/test cuts.
+
+Private to ``dulab.data``; builders import from here so that no helper is written twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dulab.data.base import TensorDataset, split_indices
+from dulab.errors import UserError
+
+__all__ = ["check_split", "require", "positional_range", "shuffled_split", "readonly", "tensor"]
+
+
+def check_split(split: str, name: str) -> None:
+    """Raise ``UserError`` unless ``split`` is ``"train"`` or ``"test"``."""
+    if split not in ("train", "test"):
+        raise UserError(f"{name}: split must be 'train' or 'test', got {split!r}")
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise ``UserError(message)`` when ``condition`` is false (validation of user options, not ``assert``)."""
+    if not condition:
+        raise UserError(message)
+
+
+def positional_range(n: int, split: str, test_fraction: float, name: str) -> slice:
+    """The slice of ``range(n)`` holding ``split`` when the last ``test_fraction`` of the examples are the test set.
+
+    Used for i.i.d. generated data (any cut is a random cut) and for text (cut by position on purpose).
+    Both splits are non-empty.
+    """
+    check_split(split, name)
+    require(n >= 2, f"{name}: need at least 2 examples to make a train and a test split, got {n}")
+    n_test = min(max(int(round(n * test_fraction)), 1), n - 1)
+    n_train = n - n_test
+    return slice(0, n_train) if split == "train" else slice(n_train, n)
+
+
+def shuffled_split(ds: TensorDataset, split: str, test_fraction: float, seed: int) -> TensorDataset:
+    """``split`` of ``ds`` after a deterministic shuffle (``split_indices``), with at least one example in each split."""
+    check_split(split, ds.name)
+    n = len(ds)
+    require(0.0 < test_fraction < 1.0, f"{ds.name}: test_fraction must be in (0, 1), got {test_fraction}")
+    require(n >= 2, f"{ds.name}: need at least 2 examples to make a train and a test split, got {n}")
+    # round(n * f) can be 0 or n for tiny sets; nudge the fraction so both splits keep one example.
+    fraction = min(max(test_fraction, 1.0 / n), (n - 1) / n)
+    train_idx, test_idx = split_indices(n, fraction, seed)
+    return ds.subset(train_idx if split == "train" else test_idx)
+
+
+def readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mark cached numpy arrays read-only, so a caller cannot change what later loads return."""
+    for a in arrays:
+        if a is not None:
+            a.setflags(write=False)
+    return arrays
+
+
+def tensor(array: np.ndarray, index=slice(None), dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A fresh tensor copied from ``array[index]`` (never a view of a cached array)."""
+    return torch.tensor(np.ascontiguousarray(array[index]), dtype=dtype)

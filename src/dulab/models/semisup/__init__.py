@@ -1,0 +1,1 @@
+"""semisup models."""

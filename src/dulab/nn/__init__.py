@@ -1,0 +1,1 @@
+"""Layers only (no probability): masked, gated, residual, attention, U-Net building blocks."""

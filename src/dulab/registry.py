@@ -1,0 +1,101 @@
+"""Explicit tables of what dulab can build: ``MODELS`` and ``DATASETS``.
+
+Each entry names the module and attribute to import (lazily, so ``dulab list`` stays quick). A new model is
+one module plus one line here; nothing else changes.
+
+Models: a ``dulab.models.base.Model`` subclass with a ``Config`` dataclass; ``build_model(name, spec, **hparams)``
+does ``cls(spec, cls.Config(**hparams))``.
+Datasets: a builder ``build(split, root, **options) -> TensorDataset``; its keyword options (with type
+annotations) are the dataset's options.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+
+from dulab.errors import UserError, closest
+
+__all__ = ["MODELS", "DATASETS", "ModelEntry", "DatasetEntry", "get_model_class", "get_dataset_builder",
+           "dataset_options"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    target: str  # "module:Class"
+    family: str
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    target: str  # "module:function"
+    summary: str  # shape and levels, shown by `dulab list` without loading anything
+
+
+MODELS: dict[str, ModelEntry] = {
+    # --- autoregressive (foundation) ---
+    "histogram": ModelEntry("dulab.models.autoregressive.histogram:Histogram", "autoregressive"),
+    "logistic_mixture": ModelEntry("dulab.models.autoregressive.logistic_mixture:LogisticMixture", "autoregressive"),
+    # --- autoregressive (sequence models) ---
+    # --- autoregressive (image models) ---
+    # --- flows ---
+}
+
+DATASETS: dict[str, DatasetEntry] = {
+    # continuous 2-D toys
+    "moons": DatasetEntry("dulab.data.toy2d:moons", "2 continuous"),
+    "circles": DatasetEntry("dulab.data.toy2d:circles", "2 continuous"),
+    "eight_gaussians": DatasetEntry("dulab.data.toy2d:eight_gaussians", "2 continuous, true density"),
+    "checkerboard": DatasetEntry("dulab.data.toy2d:checkerboard", "2 continuous, true density"),
+    "spirals": DatasetEntry("dulab.data.toy2d:spirals", "2 continuous"),
+    "swiss_roll": DatasetEntry("dulab.data.toy2d:swiss_roll", "2 continuous"),
+    "face": DatasetEntry("dulab.data.toy2d:face", "2 continuous"),
+    "gaussians2d": DatasetEntry("dulab.data.toy2d:gaussians2d", "2 continuous, true density"),
+    # discrete toys
+    "discrete1d": DatasetEntry("dulab.data.discrete:discrete1d", "1 discrete, bins levels (20), true pmf"),
+    "discrete2d": DatasetEntry("dulab.data.discrete:discrete2d", "2 discrete, bins levels (25), true pmf"),
+    # images and text, embedded
+    "shapes": DatasetEntry("dulab.data.shapes:shapes", "1x20x20, 2 levels, 4 classes"),
+    "digits": DatasetEntry("dulab.data.digits:digits", "1x8x8, 17 levels, 10 classes"),
+    "digits_binary": DatasetEntry("dulab.data.digits:digits_binary", "1x8x8, 2 levels, 10 classes"),
+    "digits_color": DatasetEntry("dulab.data.digits:digits_color", "3x8x8, 4 levels, 10 classes"),
+    "text": DatasetEntry("dulab.data.text:text", "seq_len chars (64), vocab levels"),
+    # from files (--data-dir / root=)
+    "mnist": DatasetEntry("dulab.data.files:mnist", "1x28x28, 256 levels, 10 classes (IDX files)"),
+    "fashion_mnist": DatasetEntry("dulab.data.files:fashion_mnist", "1x28x28, 256 levels, 10 classes (IDX files)"),
+    "cifar10": DatasetEntry("dulab.data.files:cifar10", "3x32x32, 256 levels, 10 classes (python batches)"),
+    "image_folder": DatasetEntry("dulab.data.files:image_folder", "CxSxS, 2^bits levels, classes = subfolders"),
+    "npz": DatasetEntry("dulab.data.files:npz", "any, from x (and y) arrays in an .npz file"),
+}
+
+
+def _import(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def get_model_class(name: str):
+    """The model class registered as ``name``; unknown names raise ``UserError`` with the closest ones."""
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}: {closest(name, MODELS)}")
+    return _import(MODELS[name].target)
+
+
+def get_dataset_builder(name: str):
+    """The builder registered as ``name``; unknown names raise ``UserError`` with the closest ones."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}: {closest(name, DATASETS)}")
+    return _import(DATASETS[name].target)
+
+
+def dataset_options(builder) -> dict:
+    """``{option: (annotation, default)}`` of a dataset builder (its keyword-only parameters)."""
+    import typing
+
+    hints = typing.get_type_hints(builder)
+    out = {}
+    for p in inspect.signature(builder).parameters.values():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY:
+            out[p.name] = (hints.get(p.name), p.default)
+    return out
