@@ -238,7 +238,9 @@ def make_config(cls, values: dict, what: str):
     unknown = [k for k in values if k not in fields]
     if unknown:
         valid = ", ".join(fields) if fields else "(none)"
-        raise UserError(f"unknown {what} {unknown[0]!r} ({closest(unknown[0], fields)}); valid keys: {valid}")
+        hint = closest(unknown[0], fields)
+        hint = f" ({hint})" if hint.startswith("did you mean") else ""
+        raise UserError(f"unknown {what} {unknown[0]!r}{hint}; valid keys: {valid}")
     typed = {k: coerce(v, fields[k], k) for k, v in values.items()}
     try:
         return cls(**typed)

@@ -38,7 +38,15 @@ MODELS: dict[str, ModelEntry] = {
     "histogram": ModelEntry("dulab.models.autoregressive.histogram:Histogram", "autoregressive"),
     "logistic_mixture": ModelEntry("dulab.models.autoregressive.logistic_mixture:LogisticMixture", "autoregressive"),
     # --- autoregressive (sequence models) ---
+    "made": ModelEntry("dulab.models.autoregressive.made:MADE", "autoregressive"),
+    "rnn": ModelEntry("dulab.models.autoregressive.rnn:RNN", "autoregressive"),
+    "wavenet": ModelEntry("dulab.models.autoregressive.wavenet:WaveNet", "autoregressive"),
+    "transformer": ModelEntry("dulab.models.autoregressive.transformer:Transformer", "autoregressive"),
     # --- autoregressive (image models) ---
+    "pixel_cnn": ModelEntry("dulab.models.autoregressive.pixel_cnn:PixelCNN", "autoregressive"),
+    "gated_pixel_cnn": ModelEntry("dulab.models.autoregressive.gated_pixel_cnn:GatedPixelCNN", "autoregressive"),
+    "pixel_cnn_pp": ModelEntry("dulab.models.autoregressive.pixel_cnn_pp:PixelCNNpp", "autoregressive"),
+    "pixel_snail": ModelEntry("dulab.models.autoregressive.pixel_snail:PixelSNAIL", "autoregressive"),
     # --- flows ---
 }
 

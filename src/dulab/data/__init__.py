@@ -6,7 +6,8 @@ from dulab.config import coerce
 from dulab.data.base import DataSpec, TensorDataset, from_array, split_indices
 from dulab.errors import UserError, closest
 
-__all__ = ["DataSpec", "TensorDataset", "from_array", "split_indices", "load_dataset", "list_datasets"]
+__all__ = ["DataSpec", "TensorDataset", "from_array", "split_indices", "load_dataset", "list_datasets",
+           "dataset_option_values"]
 
 
 def list_datasets() -> list[str]:
@@ -28,17 +29,24 @@ def load_dataset(name: str, split: str = "train", root: str | None = None, **opt
     Returns:
         A ``TensorDataset`` with ``.spec``, ``.x``, ``.y``.
     """
-    from dulab.registry import dataset_options, get_dataset_builder
+    from dulab.registry import get_dataset_builder
 
     if split not in ("train", "test"):
         raise UserError(f"split must be 'train' or 'test', got {split!r}")
     builder = get_dataset_builder(name)
-    valid = dataset_options(builder)
+    return builder(split=split, root=root, **dataset_option_values(name, options))
+
+
+def dataset_option_values(name: str, options: dict) -> dict:
+    """Check ``options`` against dataset ``name``'s options and convert them to their types (CLI strings too)."""
+    from dulab.registry import dataset_options, get_dataset_builder
+
+    valid = dataset_options(get_dataset_builder(name))
     typed = {}
     for k, v in options.items():
         if k not in valid:
             names = ", ".join(valid) or "(none)"
-            raise UserError(f"dataset {name!r} has no option {k!r} ({closest(k, valid) if valid else 'it takes no options'});"
-                            f" valid options: {names}")
+            hint = closest(k, valid) if valid else "it takes no options"
+            raise UserError(f"dataset {name!r} has no option {k!r} ({hint}); valid options: {names}")
         typed[k] = coerce(v, valid[k][0], k)
-    return builder(split=split, root=root, **typed)
+    return typed

@@ -106,3 +106,87 @@ class MADENetwork(nn.Module):
                     h = h + self.context_layers[i](context)
                 h = self.activation(h)
         return h.view(x.shape[0], self.num_dims, self.out_per_dim)  # (B, D * P) -> (B, D, P)
+
+
+# ============================================================================================ masked convolutions
+# The masked convolutions of PixelCNN (van den Oord, Kalchbrenner, Kavukcuoglu. "Pixel Recurrent Neural
+# Networks", 2016, arXiv:1601.06759, section 3.4). A k x k filter centred on pixel (i, j) may see the rows above
+# and the pixels to the left in row i; at the centre pixel itself, feature maps are split into colour groups
+# (R, G, B) and an output of group g sees inputs of groups < g (mask "A", first layer) or <= g (mask "B", later
+# layers). Rows below the centre are never used, so the filter is stored with only its top kh//2 + 1 rows.
+
+__all__ += ["channel_groups", "pixel_cnn_mask", "MaskedConv2d"]
+
+
+def channel_groups(num_channels: int, num_groups: int, repeats: int = 1) -> torch.Tensor:
+    """Colour group of each feature map: ``repeats`` consecutive blocks, each split evenly into ``num_groups``.
+
+    With ``num_channels = C * F`` laid out ``(C, F)`` this gives channel ``c`` group ``c`` (e.g. one-hot inputs or
+    per-channel logits). ``repeats=2`` serves gated layers whose output is ``[tanh half, sigmoid half]``.
+    Returns ``(num_channels,)`` int64 in ``[0, num_groups)``.
+    """
+    per = num_channels // repeats
+    assert per * repeats == num_channels, "num_channels must be divisible by repeats"
+    return (torch.arange(per) * num_groups // per).repeat(repeats)
+
+
+def pixel_cnn_mask(out_groups: torch.Tensor, in_groups: torch.Tensor, kernel_size: tuple[int, int],
+                   mask_type: str) -> torch.Tensor:
+    """The ``(out, in, kh // 2 + 1, kw)`` 0/1 mask of a masked convolution (top half of the kernel only).
+
+    Args:
+        out_groups, in_groups: colour group of each output / input feature map.
+        kernel_size: ``(kh, kw)``, both odd.
+        mask_type: ``"A"`` (centre sees strictly earlier groups) or ``"B"`` (earlier or the same group).
+    """
+    kh, kw = kernel_size
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"masked convolutions need odd kernel sizes, got {kernel_size}")
+    if mask_type not in ("A", "B"):
+        raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+    ch, cw = kh // 2, kw // 2
+    mask = torch.zeros(len(out_groups), len(in_groups), ch + 1, kw)
+    mask[:, :, :ch, :] = 1.0  # every row above the centre
+    mask[:, :, ch, :cw] = 1.0  # left of the centre in the centre row
+    centre = out_groups[:, None] > in_groups[None, :] if mask_type == "A" else out_groups[:, None] >= in_groups[None, :]
+    mask[:, :, ch, cw] = centre.float()
+    return mask
+
+
+class MaskedConv2d(nn.Module):
+    """A convolution whose output at (i, j) sees only earlier pixels (and earlier colour groups at (i, j)).
+
+    ``(B, in_channels, H, W) -> (B, out_channels, H, W)``; zero padding keeps the size. The mask multiplies the
+    weight inside ``F.conv2d``; the weight is never edited.
+
+    Args:
+        in_channels, out_channels: feature maps.
+        kernel_size: odd ``k`` or ``(kh, kw)``.
+        mask_type: ``"A"`` or ``"B"``.
+        num_groups: colour groups (1 when channels need not be ordered within a pixel).
+        out_repeats: the output is ``out_repeats`` blocks, each grouped on its own (2 for gated layers).
+        bias: add a learned bias.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, mask_type: str = "B", *,
+                 num_groups: int = 1, out_repeats: int = 1, bias: bool = True):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.kernel_size, self.mask_type = (kh, kw), mask_type
+        mask = pixel_cnn_mask(channel_groups(out_channels, num_groups, out_repeats),
+                              channel_groups(in_channels, num_groups), (kh, kw), mask_type)
+        self.register_buffer("mask", mask, persistent=False)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kh // 2 + 1, kw))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        # fan-in of the unmasked taps (at least 1), so activations keep their scale through deep stacks
+        fan_in = max(1.0, float(mask.sum(dim=(1, 2, 3)).mean()))
+        nn.init.uniform_(self.weight, -(3.0 / fan_in) ** 0.5, (3.0 / fan_in) ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        x = F.pad(x, (kw // 2, kw // 2, kh // 2, 0))  # zeros above, left and right; nothing below is looked at
+        return F.conv2d(x, self.weight * self.mask, self.bias)
+
+    def extra_repr(self) -> str:
+        out, inp = self.weight.shape[:2]
+        return f"{inp}, {out}, kernel_size={self.kernel_size}, mask_type={self.mask_type}"

@@ -13,7 +13,7 @@ import torch
 from dulab import __version__
 from dulab.api import build_model, model_hparams, model_name_of
 from dulab.config import DataRef, ModelRef, RunConfig, TrainConfig, config_fields, make_config
-from dulab.data import load_dataset
+from dulab.data import dataset_option_values, load_dataset
 from dulab.data.base import DataSpec, TensorDataset
 from dulab.errors import CheckpointError, UserError
 from dulab.training import checkpoint as ckpt
@@ -56,7 +56,8 @@ def _is_worker() -> bool:
 
 def _resolve_data(data, options: dict, root):
     if isinstance(data, str):
-        return load_dataset(data, "train", root, **options), DataRef(data, dict(options), root)
+        options = dataset_option_values(data, options)
+        return load_dataset(data, "train", root, **options), DataRef(data, options, root)
     if isinstance(data, TensorDataset):
         if options:
             raise UserError("data options apply only to datasets given by name")

@@ -1,0 +1,318 @@
+"""The ``dulab`` command: ``list``, ``train``, ``sample``, ``eval``, ``resume``.
+
+User mistakes (unknown model or dataset, bad value, missing file, wrong shape, corrupt checkpoint) print one line
+and exit with status 2; a NaN/inf loss exits with status 1 and a message; Ctrl-C saves the run and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+TRAIN_EXAMPLES = """examples:
+  dulab train histogram --data discrete1d
+  dulab train logistic_mixture --data discrete1d --data-option bins=100 --set num_components=6
+  dulab train pixel_cnn --data digits --epochs 20 --lr 3e-3 --ema 0.999
+  dulab train pixel_cnn --data mnist --data-dir ~/data/mnist --data-option bits=1
+  dulab train real_nvp --data moons --device cuda --precision bf16-mixed
+  dulab train pixel_cnn --data digits --devices 2 --strategy ddp --device cpu
+
+--set key=value sets a model hyperparameter (type-checked; `dulab list --model NAME` shows them);
+training options (e.g. warmup_steps, min_lr_ratio) are accepted too.
+The run directory (default runs/<model>-<data>) holds config.json, model.safetensors, state.pt,
+metrics.jsonl, samples_final.png, curves.png and summary.json. Ctrl-C saves; `dulab resume RUN` continues."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dulab", formatter_class=_FMT,
+                description="Train, sample from and evaluate deep unsupervised models.",
+                epilog="examples:\n  dulab list\n  dulab train histogram --data discrete1d\n"
+                       "  dulab sample runs/histogram-discrete1d -n 1000\n  dulab eval runs/histogram-discrete1d\n"
+                       "  dulab resume runs/histogram-discrete1d --epochs 40\n\n"
+                       "`dulab COMMAND --help` shows each command's options.")
+    from dulab import __version__
+
+    p.add_argument("--version", action="version", version=f"dulab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    q = sub.add_parser("list", help="list models and datasets", formatter_class=_FMT,
+                       description="List the registered models (with family) and datasets (with shape and levels).",
+                       epilog="examples:\n  dulab list\n  dulab list --model pixel_cnn     # its hyperparameters\n"
+                              "  dulab list --dataset discrete1d  # its options")
+    q.add_argument("--model", help="show one model's hyperparameters and defaults")
+    q.add_argument("--dataset", help="show one dataset's options")
+
+    t = sub.add_parser("train", help="train a model", formatter_class=_FMT, epilog=TRAIN_EXAMPLES,
+                       description="Train MODEL on a dataset and write a run directory.")
+    t.add_argument("model", help="registered model name (see `dulab list`)")
+    t.add_argument("--data", default=None, help="dataset name (default: the model's embedded default, digits or moons)")
+    t.add_argument("--data-dir", default=None, help="directory with the files of file-backed datasets")
+    t.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="dataset option")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>, made unique)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--devices", type=int, help="number of devices/processes")
+    t.add_argument("--strategy", choices=["auto", "ddp"])
+    t.add_argument("--precision", choices=["32", "bf16-mixed"])
+    t.add_argument("--ema", type=float, dest="ema_decay", metavar="DECAY", help="EMA of weights, e.g. 0.999")
+    t.add_argument("--grad-clip", type=float)
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    t.add_argument("--max-steps", type=int, help="stop (resumably) after this many steps")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--overwrite", action="store_true", help="reuse a run directory that already holds files")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="model hyperparameter (or training option)")
+
+    s = sub.add_parser("sample", help="draw samples from a trained run", formatter_class=_FMT,
+                       description="Draw samples from a run and save the picture that suits the data.",
+                       epilog="examples:\n  dulab sample runs/pixel_cnn-digits -n 64 --out samples.png\n"
+                              "  dulab sample runs/real_nvp-moons -n 2000 --which best")
+    s.add_argument("run", help="run directory")
+    s.add_argument("-n", "--num-samples", type=int, default=64)
+    s.add_argument("--out", default=None, help="output PNG (default RUN/samples.png)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--which", choices=["auto", "last", "best", "ema"], default="auto", help="which weights")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+    e = sub.add_parser("eval", help="evaluate a trained run", formatter_class=_FMT,
+                       description="Evaluate a run on a split; prints a table and writes RUN/eval.json.",
+                       epilog="examples:\n  dulab eval runs/pixel_cnn-digits\n  dulab eval runs/pixel_cnn-digits --split train")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--split", choices=["train", "test"], default="test")
+    e.add_argument("--which", choices=["auto", "last", "best", "ema"], default="auto")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--batch-size", type=int, default=256)
+
+    r = sub.add_parser("resume", help="continue an interrupted or finished run", formatter_class=_FMT,
+                       description="Continue a run exactly where its last checkpoint stopped.",
+                       epilog="examples:\n  dulab resume runs/pixel_cnn-digits\n"
+                              "  dulab resume runs/pixel_cnn-digits --epochs 40   # 40 epochs in total")
+    r.add_argument("run", help="run directory")
+    r.add_argument("--epochs", type=int, help="total epochs (default: the run's configured total)")
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+def _device(name: str) -> str:
+    import torch
+
+    from dulab.errors import UserError
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _default_data(model_name: str) -> str:
+    from dulab.registry import get_model_class
+
+    cls = get_model_class(model_name)
+    return getattr(cls, "default_data", None) or ("moons" if getattr(cls, "family", "") == "flow" else "digits")
+
+
+def cmd_list(args) -> int:
+    from dulab.config import config_fields
+    from dulab.registry import DATASETS, MODELS, dataset_options, get_dataset_builder, get_model_class
+
+    if args.model:
+        import dataclasses
+
+        cls = get_model_class(args.model)
+        print(f"{args.model} ({cls.__name__}, {MODELS[args.model].family}): {(cls.__doc__ or '').strip().splitlines()[0]}")
+        defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
+        for k, tp in config_fields(cls.Config).items():
+            print(f"  --set {k}={defaults[k]!s:<12} ({getattr(tp, '__name__', str(tp)).replace('typing.', '')})")
+        if getattr(cls, "train_defaults", None):
+            print("  training defaults: " + ", ".join(f"{k}={v}" for k, v in cls.train_defaults.items()))
+        return 0
+    if args.dataset:
+        builder = get_dataset_builder(args.dataset)
+        print(f"{args.dataset}: {DATASETS[args.dataset].summary}")
+        for k, (tp, default) in dataset_options(builder).items():
+            print(f"  --data-option {k}={default!s:<10} ({getattr(tp, '__name__', str(tp)).replace('typing.', '')})")
+        return 0
+    print("models:")
+    for name, entry in MODELS.items():
+        print(f"  {name:<20} {entry.family}")
+    print("\ndatasets:")
+    for name, entry in DATASETS.items():
+        print(f"  {name:<20} {entry.summary}")
+    print("\n`dulab list --model NAME` / `--dataset NAME` show options; `dulab train --help` shows how to train.")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import dulab
+    from dulab.config import parse_assignments
+
+    data = args.data or _default_data(args.model)
+    dulab.registry.get_model_class(args.model)  # unknown model: fail before loading any data
+    hparams = parse_assignments(args.sets, "--set")
+    train_kw = {k: v for k, v in {
+        "batch_size": args.batch_size, "lr": args.lr, "device": args.device, "devices": args.devices,
+        "strategy": args.strategy, "precision": args.precision, "ema_decay": args.ema_decay,
+        "grad_clip": args.grad_clip, "compile": args.compile, "max_steps": args.max_steps}.items() if v is not None}
+    if args.no_progress or not sys.stderr.isatty():
+        train_kw["progress"] = False if args.no_progress else train_kw.get("progress", True)
+    run = dulab.train(args.model, data=data, epochs=args.epochs, out_dir=args.out, seed=args.seed,
+                      data_options=parse_assignments(args.data_option, "--data-option"), root=args.data_dir,
+                      overwrite=args.overwrite, **hparams, **train_kw)
+    if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0:
+        _report(run)
+    return 0
+
+
+def _report(run) -> None:
+    s = run.summary
+    final = s.get("final") or {}
+    if s.get("status") != "completed":
+        print(f"stopped at step {s.get('step')} ({s.get('status')}); continue with: dulab resume {run.dir}")
+        return
+    parts = [f"{s['epochs']} epochs in {s['seconds']:.1f} s"]
+    if "test_bpd" in final:
+        parts.append(f"test {final['test_bpd']:.4f} bits/dim (nll {final['test_nll']:.4f} nats)")
+    elif "test_nll" in final:
+        parts.append(f"test nll {final['test_nll']:.4f} nats")
+    elif "test_loss" in final:
+        parts.append(f"test loss {final['test_loss']:.4f}")
+    if "test_kl" in final:
+        parts.append(f"KL to the true density {final['test_kl']:.4f} nats")
+    print("done: " + "; ".join(parts))
+    print(f"run: {run.dir}")
+    if s.get("samples"):
+        print(f"samples: {s['samples']}")
+
+
+def cmd_resume(args) -> int:
+    import dulab
+
+    kw = {}
+    if args.no_progress:
+        kw["progress"] = False
+    if args.device:
+        kw["device"] = args.device
+    run = dulab.resume(args.run, epochs=args.epochs, **kw)
+    if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0:
+        _report(run)
+    return 0
+
+
+def _run_data(run_dir, split: str):
+    from dulab.data import load_dataset
+    from dulab.errors import UserError
+    from dulab.registry import DATASETS
+    from dulab.training.run import read_run_config
+
+    config, spec = read_run_config(run_dir)
+    if config.data.name not in DATASETS:
+        raise UserError(f"{run_dir} was trained on in-memory data; evaluate it from Python")
+    return config, load_dataset(config.data.name, split, config.data.root, **config.data.options)
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    import dulab
+    from dulab import viz
+    from dulab.errors import UserError
+
+    if args.num_samples < 1:
+        raise UserError("-n must be >= 1")
+    device = _device(args.device)
+    model = dulab.load(args.run, which=args.which, device=device)
+    if not hasattr(model, "sample"):
+        raise UserError(f"{type(model).__name__} cannot draw samples")
+    _, data = _run_data(args.run, "train")
+    out = Path(args.out) if args.out else Path(args.run) / "samples.png"
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    path = viz.save_samples(model, data, out, num_samples=args.num_samples, generator=g)
+    print(f"samples: {path}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import dulab
+    from dulab.training.checkpoint import write_json
+    from dulab.training.engine import evaluate
+
+    device = _device(args.device)
+    model = dulab.load(args.run, which=args.which, device=device)
+    config, data = _run_data(args.run, args.split)
+    result = evaluate(model, data, args.batch_size, seed=config.seed)
+    result = {"split": args.split, "weights": args.which, "num_examples": len(data), **result}
+    width = max(len(k) for k in result)
+    print(f"{'metric':<{width}}  value")
+    for k, v in result.items():
+        shown = f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else str(v)
+        print(f"{k:<{width}}  {shown}")
+    write_json(Path(args.run) / "eval.json", result)
+    print(f"wrote {Path(args.run) / 'eval.json'}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "resume": cmd_resume}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dulab`` command; returns the exit status."""
+    warnings.filterwarnings("ignore", module="lightning_fabric")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    from dulab.errors import NonFiniteLossError, UserError
+
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"dulab {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except FileNotFoundError as e:
+        print(f"dulab {args.command}: error: file not found: {e.filename or e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except NonFiniteLossError as e:
+        print(f"dulab {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ndulab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `dulab list | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

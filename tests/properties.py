@@ -1,0 +1,231 @@
+"""Shared property checkers, applied to every registered model of the families they fit (DESIGN.md section 6).
+
+Each checker raises ``AssertionError`` with a message saying what broke. They run in float64 where they check
+math, on tiny domains, seeded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+import dulab
+from dulab.api import model_hparams
+from dulab.data.base import DataSpec
+
+__all__ = ["enumerate_domain", "assert_normalised", "assert_sample_frequencies", "assert_grads_finite",
+           "assert_checkpoint_roundtrip", "assert_same_seed_same_samples", "TINY_DISCRETE_SPECS"]
+
+#: Tiny discrete domains on which a model's pmf can be summed exactly (DESIGN.md 6.1).
+TINY_DISCRETE_SPECS = {
+    "vector4x3": DataSpec((4,), "discrete", 3),
+    "binary3x3": DataSpec((1, 3, 3), "discrete", 2),
+    "levels2x2x3": DataSpec((1, 2, 2), "discrete", 3),
+    "rgb2x2binary": DataSpec((3, 2, 2), "discrete", 2),
+}
+
+
+def enumerate_domain(shape, num_levels: int) -> torch.Tensor:
+    """Every point of ``{0..K-1}^shape``: ``(K^D, *shape)`` int64, lexicographic."""
+    D = math.prod(shape)
+    if num_levels**D > 2**20:
+        raise ValueError(f"domain of {num_levels}^{D} points is too large to enumerate")
+    grid = torch.cartesian_prod(*[torch.arange(num_levels)] * D) if D > 1 else torch.arange(num_levels)[:, None]
+    return grid.reshape(-1, *shape)
+
+
+def _context_for(model, n: int, context):
+    if context is not None or not getattr(model, "is_conditional", False):
+        return context
+    return torch.zeros(n, dtype=torch.long)
+
+
+@torch.no_grad()
+def assert_normalised(model, context=None, atol: float = 1e-5, batch: int = 4096) -> None:
+    """``logsumexp(log_prob(all points)) == 0`` over the model's whole discrete domain (model cast to float64)."""
+    model = model.double().eval()
+    spec = model.spec
+    xs = enumerate_domain(spec.shape, spec.num_levels)
+    lps = []
+    for chunk in xs.split(batch):
+        lps.append(model.log_prob(chunk, context=_context_for(model, len(chunk), context)))
+    total = torch.logsumexp(torch.cat(lps), 0).item()
+    assert abs(total) < atol, f"{type(model).__name__}: log of total probability is {total:.3e}, expected 0"
+
+
+@torch.no_grad()
+def assert_sample_frequencies(model, num_samples: int = 20000, seed: int = 0, context=None,
+                              p_threshold: float = 1e-4) -> None:
+    """Sample frequencies on a tiny domain match ``exp(log_prob)`` (chi-square test, cells pooled to E >= 5)."""
+    from scipy import stats
+
+    model = model.double().eval()
+    spec = model.spec
+    xs = enumerate_domain(spec.shape, spec.num_levels)
+    ctx = _context_for(model, len(xs), context)
+    probs = torch.exp(model.log_prob(xs, context=ctx)).numpy()
+    g = torch.Generator().manual_seed(seed)
+    sctx = None if ctx is None else ctx[:1].expand(num_samples)
+    samples = model.sample(num_samples, generator=g, context=sctx)
+    assert samples.shape == (num_samples, *spec.shape), f"sample shape {tuple(samples.shape)}"
+    assert samples.dtype == torch.long, f"samples must be int64 levels, got {samples.dtype}"
+    assert samples.min() >= 0 and samples.max() < spec.num_levels, "samples out of range"
+    radix = spec.num_levels ** torch.arange(spec.num_dims - 1, -1, -1)
+    index = (samples.reshape(num_samples, -1) * radix).sum(1).numpy()
+    observed = np.bincount(index, minlength=len(xs)).astype(float)
+    expected = probs / probs.sum() * num_samples
+    order = np.argsort(expected)  # pool the rarest cells until each pool expects >= 5
+    obs_p, exp_p, o_acc, e_acc = [], [], 0.0, 0.0
+    for i in order:
+        o_acc += observed[i]
+        e_acc += expected[i]
+        if e_acc >= 5:
+            obs_p.append(o_acc)
+            exp_p.append(e_acc)
+            o_acc = e_acc = 0.0
+    if e_acc > 0:
+        obs_p[-1] += o_acc
+        exp_p[-1] += e_acc
+    if len(exp_p) < 2:
+        return
+    chi2, p = stats.chisquare(obs_p, exp_p)
+    assert p > p_threshold, f"{type(model).__name__}: sample frequencies disagree with exp(log_prob) (chi2={chi2:.1f}, p={p:.2e})"
+
+
+def assert_grads_finite(model, x, context=None) -> None:
+    """``loss(x)["loss"].backward()`` gives every parameter a finite, not-all-None gradient."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    out = model.loss(x, context=_context_for(model, len(x), context))
+    assert "loss" in out and out["loss"].ndim == 0, "loss() must return a dict with a scalar 'loss'"
+    out["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients: {bad[:5]}"
+
+
+@torch.no_grad()
+def assert_checkpoint_roundtrip(name: str, model, x, tmp_path, context=None) -> None:
+    """Save the weights as safetensors, rebuild the model by registry name + config, load: identical log_prob."""
+    from dulab.training.checkpoint import load_weights, save_weights
+
+    model.eval()
+    path = tmp_path / f"{name}.safetensors"
+    save_weights(path, model.state_dict())
+    rebuilt = dulab.build_model(name, model.spec, **model_hparams(model)).to(next(model.parameters()).dtype)
+    rebuilt.load_state_dict(load_weights(path))
+    rebuilt.eval()
+    ctx = _context_for(model, len(x), context)
+    torch.manual_seed(0)
+    a = model.log_prob(x, context=ctx)
+    torch.manual_seed(0)
+    b = rebuilt.log_prob(x, context=ctx)
+    assert torch.equal(a, b), f"{name}: log_prob differs after a checkpoint round trip (max {(a - b).abs().max():.3e})"
+
+
+@torch.no_grad()
+def assert_same_seed_same_samples(model, num_samples: int = 4, context=None) -> None:
+    """Two ``sample`` calls with equally seeded generators give identical samples; a different seed differs."""
+    model.eval()
+    ctx = _context_for(model, num_samples, context)
+    a = model.sample(num_samples, generator=torch.Generator().manual_seed(1), context=ctx)
+    b = model.sample(num_samples, generator=torch.Generator().manual_seed(1), context=ctx)
+    assert torch.equal(a, b), f"{type(model).__name__}: same seed gave different samples"
+
+
+# ============================================================================================ autoregressive
+# Jacobian dependency checks for autoregressive models (DESIGN.md 6.2). The hook every AR model provides:
+#
+#     model.conditionals_from_onehot(x_onehot, context=None) -> (B, D, P)
+#
+# ``x_onehot`` is a float ``(B, *event, K)`` continuous relaxation of the int levels (one-hot rows for real
+# data; any float values are allowed, so gradients flow), ``D`` runs over the flat event index
+# (``x.reshape(B, -1)`` order, NOT generation order) and ``P`` are the parameters of ``p(x_d | x_<d)`` (logits,
+# or per-dimension mixture parameters, with any coupling to earlier channels of the same pixel applied).
+# It must run the same network code as ``conditionals`` so that the check covers what ``log_prob`` uses.
+
+__all__ += ["dependency_map", "assert_autoregressive_dependencies"]
+
+
+def dependency_map(model, x, context=None, seed: int = 0) -> torch.Tensor:
+    """``dep[b, i, c, j] = sum_k |d <w, params[b, i]> / d onehot[c, j, k]|`` in float64 (``w`` random).
+
+    Args:
+        model: an autoregressive model with ``conditionals_from_onehot`` (a float64 copy is used).
+        x: ``(B, *event)`` int64 levels where the Jacobian is taken.
+        context: class labels for conditional models (zeros when ``None``).
+        seed: seed of the random projection ``w`` of each conditional's parameters.
+    Returns:
+        ``(B, D, B, D)`` float64: how much output dim ``i`` of row ``b`` moves with input ``j`` of row ``c``.
+    """
+    import copy
+
+    import torch.nn.functional as F
+
+    model = copy.deepcopy(model).double().eval()
+    B, D, K = x.shape[0], model.spec.num_dims, model.spec.num_levels
+    onehot = F.one_hot(x.long(), K).double().requires_grad_(True)  # (B, *event, K)
+    params = model.conditionals_from_onehot(onehot, context=_context_for(model, B, context))
+    assert params.ndim == 3 and params.shape[:2] == (B, D), (
+        f"conditionals_from_onehot must return (B, D, P) = ({B}, {D}, P), got {tuple(params.shape)}")
+    w = torch.randn(params.shape[2], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    dep = torch.zeros(B, D, B, D, dtype=torch.float64)
+    for b in range(B):
+        for i in range(D):
+            (g,) = torch.autograd.grad((params[b, i] * w).sum(), onehot, retain_graph=True, allow_unused=True)
+            if g is not None:
+                dep[b, i] = g.abs().reshape(B, D, K).sum(-1)
+    return dep
+
+
+def assert_autoregressive_dependencies(model, x, order=None, context=None, strict_each: bool = True) -> None:
+    """No conditional sees its own, a later, or another row's input; the allowed inputs do matter.
+
+    Computes ``dependency_map`` (float64 autograd through the model's ``conditionals_from_onehot`` hook, see
+    the comment above) and asserts, for every row ``b`` and output dimension ``i`` (flat event index):
+
+    * exactly zero dependency on inputs ``j`` of the same row with ``pos(j) >= pos(i)`` in the generation
+      order (the dimension itself, later pixels, and later colour channels of the same pixel);
+    * exactly zero dependency on every input of every other row (no leak across batch elements);
+    * non-zero dependency on some allowed input for the last dimension of the order, and, when
+      ``strict_each``, for every dimension but the first (turn it off for models with random sparse
+      connectivity, e.g. MADE with random hidden degrees, where a conditional may legitimately be constant).
+
+    Args:
+        model: an autoregressive model (any dtype; a float64 copy is checked).
+        x: ``(B, *event)`` int64 levels, ``B >= 2`` to test the batch independence.
+        order: ``(D,)`` flat event indices in generation order; ``model.generation_order()`` when ``None``.
+        context: class labels for conditional models.
+        strict_each: require every non-first conditional to depend on some earlier input.
+    """
+    B, D = x.shape[0], model.spec.num_dims
+    order = model.generation_order() if order is None else torch.as_tensor(order)
+    order = order.reshape(-1).long().cpu()
+    assert sorted(order.tolist()) == list(range(D)), "order must be a permutation of the flat event indices"
+    pos = torch.empty(D, dtype=torch.long)
+    pos[order] = torch.arange(D)
+    dep = dependency_map(model, x, context=context)
+    name = type(model).__name__
+    allowed = pos[None, :] < pos[:, None]  # (D_out, D_in): input j comes strictly before output i
+    for b in range(B):
+        for c in range(B):
+            block = dep[b, :, c, :]
+            if c != b:
+                assert (block == 0).all(), (
+                    f"{name}: output of row {b} depends on row {c} (max {block.max():.2e}): rows leak")
+                continue
+            bad = block.masked_fill(allowed, 0)
+            if (bad != 0).any():
+                i, j = map(int, (bad != 0).nonzero()[0])
+                raise AssertionError(
+                    f"{name}: conditional of dim {i} (position {int(pos[i])}) depends on dim {j} "
+                    f"(position {int(pos[j])}), which the order forbids ({bad[i, j]:.2e})")
+            ok = (block * allowed).sum(1) > 0  # (D,)
+            last = int(order[-1])
+            assert D == 1 or ok[last], f"{name}: the last conditional (dim {last}) ignores earlier inputs"
+            if strict_each:
+                missing = [int(i) for i in order[1:] if not ok[i]]
+                assert not missing, f"{name}: conditionals of dims {missing[:5]} ignore every earlier input"
