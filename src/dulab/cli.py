@@ -194,7 +194,7 @@ def _report(run) -> None:
     if s.get("status") != "completed":
         print(f"stopped at step {s.get('step')} ({s.get('status')}); continue with: dulab resume {run.dir}")
         return
-    parts = [f"{s['epochs']} epochs in {s['seconds']:.1f} s"]
+    parts = [f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} in {s['seconds']:.1f} s"]
     if "test_bpd" in final:
         parts.append(f"test {final['test_bpd']:.4f} bits/dim (nll {final['test_nll']:.4f} nats)")
     elif "test_nll" in final:

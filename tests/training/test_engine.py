@@ -120,7 +120,7 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path, toy_registry, monkeypatch):
     monkeypatch.setattr(tasks.MaximumLikelihoodTask, "training_step", original)
     resumed = dulab.resume(tmp_path / "r", data=_data(), eval_data=_data(60, seed=1), progress=False, sample_fn=None)
     assert resumed.summary["status"] == "completed" and resumed.summary["step"] == 20
-    straight = _train("noisy", tmp_path / "s", epochs=2, seed=1)
+    _train("noisy", tmp_path / "s", epochs=2, seed=1)
     a, b = load_weights(tmp_path / "r" / "model.safetensors"), load_weights(tmp_path / "s" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 

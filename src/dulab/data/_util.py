@@ -21,13 +21,14 @@ def check_split(split: str, name: str) -> None:
 
 
 def require(condition: bool, message: str) -> None:
-    """Raise ``UserError(message)`` when ``condition`` is false (validation of user options, not ``assert``)."""
+    """Raise ``UserError(message)`` unless ``condition`` holds (validates user options; never ``assert``)."""
     if not condition:
         raise UserError(message)
 
 
 def positional_range(n: int, split: str, test_fraction: float, name: str) -> slice:
-    """The slice of ``range(n)`` holding ``split`` when the last ``test_fraction`` of the examples are the test set.
+    """The slice of ``range(n)`` holding ``split`` when the last ``test_fraction`` of ``range(n)`` is the test
+    set.
 
     Used for i.i.d. generated data (any cut is a random cut) and for text (cut by position on purpose).
     Both splits are non-empty.
@@ -40,7 +41,7 @@ def positional_range(n: int, split: str, test_fraction: float, name: str) -> sli
 
 
 def shuffled_split(ds: TensorDataset, split: str, test_fraction: float, seed: int) -> TensorDataset:
-    """``split`` of ``ds`` after a deterministic shuffle (``split_indices``), with at least one example in each split."""
+    """``split`` of ``ds`` after a deterministic shuffle (``split_indices``); each split keeps an example."""
     check_split(split, ds.name)
     n = len(ds)
     require(0.0 < test_fraction < 1.0, f"{ds.name}: test_fraction must be in (0, 1), got {test_fraction}")

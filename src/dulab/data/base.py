@@ -153,7 +153,7 @@ def from_array(array, y=None, num_levels: int | None = None, *, name: str = "arr
                 raise UserError("num_levels was given but the array holds non-integer values")
         x = x.long()
         lo, hi = int(x.min()), int(x.max())
-        num_levels = int(num_levels) if num_levels is not None else hi + 1
+        num_levels = int(num_levels) if num_levels is not None else max(2, hi + 1)
         if lo < 0 or hi >= num_levels:
             raise UserError(f"discrete values must lie in [0, {num_levels}), found [{lo}, {hi}]")
         spec_kind = "discrete"

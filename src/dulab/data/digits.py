@@ -1,5 +1,6 @@
-"""The 8x8 handwritten digits shipped with scikit-learn (1797 images, the UCI "Optical Recognition of Handwritten
-Digits" test set; Alpaydin and Kaynak, 1998), in three variants: grey levels 0..16, binarised, and coloured.
+"""The 8x8 handwritten digits shipped with scikit-learn (1797 images, the UCI "Optical Recognition of
+Handwritten Digits" test set; Alpaydin and Kaynak, 1998), in three variants: grey levels 0..16, binarised,
+and coloured.
 
 All three share one deterministic split: 1437 train and 360 test images (``split_indices`` with seed 0).
 """
@@ -7,6 +8,8 @@ All three share one deterministic split: 1437 train and 360 test images (``split
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,16 +27,37 @@ _NUM_LEVELS = 17  # pixel values 0..16
 _COLOR_LEVELS = 4
 
 
+def _read_packaged_csv() -> np.ndarray | None:
+    """scikit-learn's ``digits.csv.gz`` read directly (1797 rows of 64 pixels and a label), or ``None``.
+
+    Reading the file that ``load_digits`` reads avoids importing scikit-learn, which takes about a second.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    except (OSError, ValueError):
+        return None
+    return table if table.shape == (1797, 65) else None
+
+
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[np.ndarray, np.ndarray]:
     """All 1797 images ``(N, 8, 8)`` int64 in ``0..16`` and labels ``(N,)`` int64 (read-only, cached)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise UserError("the digits datasets need scikit-learn: pip install scikit-learn") from None
-    bunch = load_digits()
-    images = np.rint(bunch.images).astype(np.int64)  # the file stores integers; rint guards the float round trip
-    return readonly(images, bunch.target.astype(np.int64))
+    table = _read_packaged_csv()
+    if table is not None:
+        pixels, target = table[:, :64], table[:, 64]
+    else:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise UserError("the digits datasets need scikit-learn: pip install scikit-learn") from None
+        bunch = load_digits()
+        pixels, target = bunch.data, bunch.target
+    images = np.rint(pixels).reshape(-1, 8, 8).astype(np.int64)  # integers stored as floats
+    return readonly(images, np.rint(target).astype(np.int64))
 
 
 def _split_index(split: str, name: str, n: int) -> torch.Tensor:
@@ -57,7 +81,8 @@ def digits(split: str = "train", root: str | None = None) -> TensorDataset:
         ``(N, 1, 8, 8)`` int64 in ``[0, 17)``; labels ``(N,)`` in {0..9}.
     """
     images, _ = _load()
-    x = torch.from_numpy(images.copy())[_split_index(split, "digits", len(images))].unsqueeze(1)  # (N, 1, 8, 8)
+    index = _split_index(split, "digits", len(images))
+    x = torch.from_numpy(images.copy())[index].unsqueeze(1)  # (N, 8, 8) -> (N, 1, 8, 8)
     spec = DataSpec((1, 8, 8), "discrete", _NUM_LEVELS, 10)
     return TensorDataset(x, _labels(split, "digits"), spec, name="digits")
 
@@ -94,12 +119,13 @@ def _colour(seed: int) -> np.ndarray:
     fg = (fg_index[:, None] // powers) % _COLOR_LEVELS
     t = images[:, None, :, :] / (_NUM_LEVELS - 1)  # (N, 1, 8, 8) in [0, 1]
     value = bg[:, :, None, None] + t * (fg - bg)[:, :, None, None]  # (N, 3, 8, 8)
-    return readonly(np.floor(value + 0.5).astype(np.int64))[0]  # round half up: deterministic on every platform
+    return readonly(np.floor(value + 0.5).astype(np.int64))[0]  # round half up, the same on every platform
 
 
 def digits_color(split: str = "train", root: str | None = None, *, seed: int = 0) -> TensorDataset:
     """The 8x8 digits in colour: each image gets a random foreground and background colour from ``{0..3}^3``
-    (different from each other), and pixel = ``round(bg + t * (fg - bg))`` per channel with ``t = value / 16``.
+    (different from each other), and pixel = ``round(bg + t * (fg - bg))`` per channel with
+    ``t = value / 16``.
 
     Args:
         split: ``"train"`` (1437 images) or ``"test"`` (360 images), the same images as ``digits``.

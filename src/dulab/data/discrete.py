@@ -1,10 +1,10 @@
-"""Discrete toy distributions with a known probability mass function, for histograms, MADE and small autoregressive
-models: a 1-D mixture on ``{0..bins-1}`` and a 2-D joint on ``{0..bins-1}^2`` drawn as a smiley face.
+"""Discrete toy distributions with a known probability mass function, for histograms, MADE and small
+autoregressive models: a 1-D mixture on ``{0..bins-1}`` and a smiley-face joint on ``{0..bins-1}^2``.
 
-Both follow the warm-up exercises of the Berkeley CS294-158 Deep Unsupervised Learning course (homework 1), with
-distributions of our own. Each dataset carries ``info["true_pmf"]`` (float64, sums to 1) and ``true_log_prob``, so
-a model's NLL can be compared with the entropy of the data. ``num_samples`` examples are drawn once (cached) and the
-last sixth is the test split.
+Both follow the warm-up exercises of the Berkeley CS294-158 Deep Unsupervised Learning course (homework 1),
+with distributions of our own. Each dataset carries ``info["true_pmf"]`` (float64, sums to 1) and
+``true_log_prob``, so a model's NLL can be compared with the entropy of the data. ``num_samples`` examples are
+drawn once (cached) and the last sixth is the test split.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dulab.data.base import DataSpec, TensorDataset
 __all__ = ["discrete1d", "discrete2d", "pmf1d", "pmf2d", "TEST_FRACTION"]
 
 TEST_FRACTION = 1 / 6
-# Share of the uniform distribution mixed into each pmf, so that every value has mass (finite log-probabilities).
+# Share of the uniform distribution mixed into each pmf, so that every value has mass (finite log-probs).
 _FLOOR = 0.01
 
 
@@ -32,10 +32,10 @@ def _normalise_with_floor(weights: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def pmf1d(bins: int) -> np.ndarray:
-    """The pmf of ``discrete1d``: a mixture of two Gaussians evaluated on ``0..bins-1``, plus a 1% uniform floor.
+    """The pmf of ``discrete1d``: a mixture of two Gaussians on ``0..bins-1``, plus a 1% uniform floor.
 
-    The components (weights 0.4 and 0.6) are centred at ``0.25 * bins`` and ``0.7 * bins`` with standard deviations
-    ``0.06 * bins`` and ``0.1 * bins``, so the shape scales with ``bins``.
+    The components (weights 0.4 and 0.6) are centred at ``0.25 * bins`` and ``0.7 * bins`` with standard
+    deviations ``0.06 * bins`` and ``0.1 * bins``, so the shape scales with ``bins``.
 
     Returns:
         ``(bins,)`` float64, sums to 1 (read-only).
@@ -53,10 +53,10 @@ def pmf1d(bins: int) -> np.ndarray:
 def pmf2d(bins: int) -> np.ndarray:
     """The pmf of ``discrete2d``: a smiley face on a ``bins x bins`` grid, plus a 1% uniform floor.
 
-    ``pmf[x1, x2]`` with ``x1`` the row (top to bottom) and ``x2`` the column, so ``plt.imshow(pmf)`` shows the
-    face. In coordinates ``(a, b) = ((x1 + 0.5) / bins, (x2 + 0.5) / bins)`` in ``[0, 1]^2``: the outline is a ring
-    of radius 0.42 around the centre, the eyes are Gaussian blobs at ``(0.35, 0.35)`` and ``(0.35, 0.65)``, the mouth
-    is the lower part of a ring of radius 0.22; all features scale with ``bins``.
+    ``pmf[x1, x2]`` with ``x1`` the row (top to bottom) and ``x2`` the column, so ``plt.imshow(pmf)`` shows
+    the face. In coordinates ``(a, b) = ((x1 + 0.5) / bins, (x2 + 0.5) / bins)`` in ``[0, 1]^2``: the outline
+    is a ring of radius 0.42 around the centre, the eyes are Gaussian blobs at ``(0.35, 0.35)`` and
+    ``(0.35, 0.65)``, the mouth is the lower part of a ring of radius 0.22; all features scale with ``bins``.
 
     Returns:
         ``(bins, bins)`` float64, sums to 1 (read-only).
@@ -74,7 +74,7 @@ def pmf2d(bins: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def _draw(name: str, bins: int, num_samples: int, seed: int) -> np.ndarray:
-    """``num_samples`` i.i.d. draws from the pmf, as ``(N, D)`` int64 (cached so both splits come from one draw)."""
+    """``num_samples`` i.i.d. draws, ``(N, D)`` int64 (cached: both splits come from one draw)."""
     pmf = pmf1d(bins) if name == "discrete1d" else pmf2d(bins)
     rng = np.random.default_rng(seed)
     flat = rng.choice(pmf.size, size=num_samples, p=pmf.reshape(-1))
@@ -83,7 +83,7 @@ def _draw(name: str, bins: int, num_samples: int, seed: int) -> np.ndarray:
 
 
 def _pmf_log_prob(x: torch.Tensor, *, log_pmf: torch.Tensor) -> torch.Tensor:
-    """log pmf of integer points ``x (..., D) -> (...)`` in nats (default float dtype); ``-inf`` outside the grid."""
+    """log pmf of integer points ``x (..., D) -> (...)``, nats (default dtype); ``-inf`` off the grid."""
     bins = log_pmf.shape[0]
     x = x.long()
     inside = ((x >= 0) & (x < bins)).all(-1)
@@ -117,8 +117,8 @@ def discrete1d(split: str = "train", root: str | None = None, *, bins: int = 20,
         num_samples: train + test examples.
         seed: seed of the draw.
     Returns:
-        ``(N, 1)`` int64 in ``[0, bins)``; ``info["true_pmf"]`` ``(bins,)`` float64; ``true_log_prob`` ``(B, 1) ->
-        (B,)`` nats.
+        ``(N, 1)`` int64 in ``[0, bins)``; ``info["true_pmf"]`` ``(bins,)`` float64; ``true_log_prob``
+        ``(B, 1) -> (B,)`` nats.
     """
     require(bins >= 2, f"discrete1d: bins must be >= 2, got {bins}")
     require(bins <= 1_000_000, f"discrete1d: bins must be <= 1000000, got {bins}")

@@ -1,10 +1,10 @@
-"""Preprocessing of discrete data as pure tensor functions: fewer levels, binarisation, scaling to ``[0, 1]`` or
-``[-1, 1]`` and back, and uniform dequantization.
+"""Preprocessing of discrete data as pure tensor functions: fewer levels, binarisation, scaling to ``[0, 1]``
+or ``[-1, 1]`` and back, and uniform dequantization.
 
-Inputs are integer tensors of any shape with values in ``{0..K-1}`` (K = ``num_levels``); outputs keep the shape.
-Uniform dequantization, ``(x + u) / K`` with ``u ~ U[0, 1)``, makes the log-likelihood of a continuous density on
-``[0, 1)^D`` a lower bound on that of the discrete data (Theis, van den Oord and Bethge, "A note on the evaluation
-of generative models", 2016, arXiv:1511.01844).
+Inputs are integer tensors of any shape with values in ``{0..K-1}`` (K = ``num_levels``); outputs keep the
+shape. Uniform dequantization, ``(x + u) / K`` with ``u ~ U[0, 1)``, makes the log-likelihood of a continuous
+density on ``[0, 1)^D`` a lower bound on that of the discrete data (Theis, van den Oord and Bethge, "A note on
+the evaluation of generative models", 2016, arXiv:1511.01844).
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ def _check_levels(num_levels: int, name: str = "num_levels") -> int:
 def quantize(x: torch.Tensor, from_levels: int, bits: int) -> torch.Tensor:
     """Reduce integer data from ``from_levels`` to ``2**bits`` levels by merging equal-width bins.
 
-    Value ``v`` becomes ``floor(v * 2**bits / from_levels)``; for 256 levels and ``bits=5`` that is ``v // 8``.
+    Value ``v`` becomes ``floor(v * 2**bits / from_levels)``; for 256 levels and ``bits=5`` that is
+    ``v // 8``.
 
     Args:
-        x: integer tensor, any shape, values in ``{0..from_levels-1}`` (e.g. uint8 pixels, ``from_levels=256``).
+        x: integer tensor, any shape, values in ``{0..from_levels-1}`` (e.g. uint8 pixels,
+            ``from_levels=256``).
         from_levels: number of levels of ``x``.
         bits: bits per value of the result; ``2**bits`` must not exceed ``from_levels``.
     Returns:
@@ -39,7 +41,7 @@ def quantize(x: torch.Tensor, from_levels: int, bits: int) -> torch.Tensor:
         raise UserError(f"bits must be an integer >= 1, got {bits!r}")
     levels = 2 ** int(bits)
     if levels > from_levels:
-        raise UserError(f"cannot quantize {from_levels} levels to 2**{bits} = {levels} levels (more than there are)")
+        raise UserError(f"cannot quantize {from_levels} levels to 2**{bits} = {levels} levels (that is more)")
     x = x.long()
     if levels == from_levels:
         return x.clone()
@@ -59,7 +61,7 @@ def binarize(x: torch.Tensor, num_levels: int, threshold: float = 0.5) -> torch.
     num_levels = _check_levels(num_levels)
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"threshold must be in [0, 1], got {threshold}")
-    # Compare on the integer scale, v >= threshold * (K - 1): no division whose rounding could cross the threshold.
+    # Compare on the integer scale, v >= threshold * (K - 1): no division whose rounding crosses it.
     return (x.double() >= threshold * (num_levels - 1)).long()
 
 
@@ -102,8 +104,9 @@ def from_signed(x: torch.Tensor, num_levels: int) -> torch.Tensor:
     return torch.round((x + 1.0) * (0.5 * (num_levels - 1))).clamp(0, num_levels - 1).long()
 
 
-def uniform_dequantize(x: torch.Tensor, num_levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(x + u) / K`` with ``u ~ U[0, 1)`` independent per value: discrete data to continuous data in ``[0, 1)``.
+def uniform_dequantize(x: torch.Tensor, num_levels: int,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(x + u) / K`` with ``u ~ U[0, 1)`` independent per value: discrete data to continuous in ``[0, 1)``.
 
     Args:
         x: integer tensor, any shape, values in ``{0..K-1}``.

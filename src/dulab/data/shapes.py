@@ -1,9 +1,9 @@
-"""Procedural binary images of four shapes (square, circle, triangle, line): a small labelled image dataset for
-autoregressive image models, VAEs and representation probes that needs no download.
+"""Procedural binary images of four shapes (square, circle, triangle, line): a small labelled image dataset
+for autoregressive image models, VAEs and representation probes that needs no download.
 
-Squares, circles and triangles are filled; lines are about 1.5 pixels thick. Sizes, positions and (for triangles and
-lines) orientations are random; every shape lies fully inside the image. Images are drawn once per option set
-(cached, vectorised with numpy) and the last sixth is the test split.
+Squares, circles and triangles are filled; lines are about 1.5 pixels thick. Sizes, positions and (for
+triangles and lines) orientations are random; every shape lies fully inside the image. Images are drawn once
+per option set (cached, vectorised with numpy) and the last sixth is the test split.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def _squares(rng, n, size, px, py):
     side = size * rng.uniform(0.3, 0.7, n)
     half = side / 2
     cx, cy = _uniform(rng, half, size - half), _uniform(rng, half, size - half)
-    return (np.abs(px - cx[:, None, None]) <= half[:, None, None]) & (np.abs(py - cy[:, None, None]) <= half[:, None, None])
+    cx, cy, half = cx[:, None, None], cy[:, None, None], half[:, None, None]  # (n, 1, 1)
+    return (np.abs(px - cx) <= half) & (np.abs(py - cy) <= half)
 
 
 def _circles(rng, n, size, px, py):

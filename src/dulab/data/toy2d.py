@@ -1,13 +1,14 @@
-"""Continuous 2-D toy densities for flows, VAEs and GANs: moons, circles, eight Gaussians, checkerboard, spirals,
-swiss roll, a face, and single 2-D Gaussians.
+"""Continuous 2-D toy densities for flows, VAEs and GANs: moons, circles, eight Gaussians, checkerboard,
+spirals, swiss roll, a face, and single 2-D Gaussians.
 
-All are generated here from a fixed seed (option ``seed``) and lie roughly within ``[-4, 4]^2``; the scale of each is
-in its docstring. ``num_samples`` examples are drawn once (cached per option set) and the last sixth is the test
-split, so train and test are disjoint draws from the same distribution. Where the generator has a closed-form
-density (``eight_gaussians``, ``checkerboard``, ``gaussians2d``) the dataset carries ``true_log_prob`` (nats), so a
-model's test NLL can be compared with the true entropy. The eight-Gaussians and checkerboard densities follow the
-toy benchmarks of FFJORD (Grathwohl et al., 2018, arXiv:1810.01367); ``gaussians2d`` follows the posterior-collapse
-exercise of the Berkeley CS294-158 Deep Unsupervised Learning course (homework 3).
+All are generated here from a fixed seed (option ``seed``) and lie roughly within ``[-4, 4]^2``; the scale of
+each is in its docstring. ``num_samples`` examples are drawn once (cached per option set) and the last sixth
+is the test split, so train and test are disjoint draws from the same distribution. Where the generator has a
+closed-form density (``eight_gaussians``, ``checkerboard``, ``gaussians2d``) the dataset carries
+``true_log_prob`` (nats), so a model's test NLL can be compared with the true entropy. The eight-Gaussians and
+checkerboard densities follow the toy benchmarks of FFJORD (Grathwohl et al., 2018, arXiv:1810.01367);
+``gaussians2d`` follows the posterior-collapse exercise of the Berkeley CS294-158 Deep Unsupervised Learning
+course (homework 3).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import torch
 from dulab.data._util import positional_range, readonly, require, tensor
 from dulab.data.base import DataSpec, TensorDataset
 
-__all__ = ["moons", "circles", "eight_gaussians", "checkerboard", "spirals", "swiss_roll", "face", "gaussians2d",
-           "TEST_FRACTION"]
+__all__ = ["moons", "circles", "eight_gaussians", "checkerboard", "spirals", "swiss_roll", "face",
+           "gaussians2d", "TEST_FRACTION"]
 
 TEST_FRACTION = 1 / 6
 """Fraction of ``num_samples`` that forms the test split (the last draws)."""
@@ -34,8 +35,8 @@ _RING_RADIUS = 2.5
 _BOARD_HALF_WIDTH = 4.0
 _SQUARE = 2.0
 _NUM_SQUARES = 4
-# Samples are kept this far (in units of one square) from square edges, so that casting to float32 cannot move a
-# sample across an edge into a white square, where the true density is zero.
+# Samples are kept this far (in units of one square) from square edges, so that casting to float32 cannot move
+# a sample across an edge into a white square, where the true density is zero.
 _EDGE_MARGIN = 1e-5
 # gaussians2d: (mean, covariance) for each covariance type. "full": standard deviations 1.2 and 0.3 along the
 # diagonals (rotated by 45 degrees); "diagonal": standard deviations 0.3 and 1.2 along the axes.
@@ -123,7 +124,7 @@ _SAMPLERS = {
 
 @functools.lru_cache(maxsize=64)
 def _generate(name: str, num_samples: int, seed: int, params: tuple) -> tuple[np.ndarray, np.ndarray | None]:
-    """All ``num_samples`` draws of one dataset (train then test), cached so both splits come from one draw."""
+    """All ``num_samples`` draws of one dataset (train, then test), cached: both splits come from one draw."""
     rng = np.random.default_rng(seed)
     x, y = _SAMPLERS[name](rng, num_samples, **dict(params))
     x = x.astype(np.float32)
@@ -142,7 +143,7 @@ def _mixture_log_prob(x: torch.Tensor, *, centres: tuple, std: float) -> torch.T
 
 
 def _checkerboard_log_prob(x: torch.Tensor) -> torch.Tensor:
-    """log of the uniform density on the 8 black squares (total area 32), -inf elsewhere; ``(..., 2) -> (...)``."""
+    """log of the uniform density on the 8 black squares (area 32), -inf elsewhere; ``(..., 2) -> (...)``."""
     cell = torch.floor((x + _BOARD_HALF_WIDTH) / _SQUARE)  # (..., 2), in {0..3} on the board
     on_board = ((cell >= 0) & (cell < _NUM_SQUARES)).all(-1)
     black = torch.remainder(cell.sum(-1), 2) == 0
@@ -209,8 +210,8 @@ def circles(split: str = "train", root: str | None = None, *, num_samples: int =
     return _build("circles", split, num_samples, seed, num_classes=2, noise=noise)
 
 
-def eight_gaussians(split: str = "train", root: str | None = None, *, num_samples: int = 12000, noise: float = 0.3,
-                    seed: int = 0) -> TensorDataset:
+def eight_gaussians(split: str = "train", root: str | None = None, *, num_samples: int = 12000,
+                    noise: float = 0.3, seed: int = 0) -> TensorDataset:
     """An equal mixture of 8 isotropic Gaussians centred on a circle of radius 2.5 at angles ``k * pi / 4``.
 
     ``true_log_prob`` is the mixture density: ``log(1/8 sum_k N(x; c_k, noise^2 I))`` in nats.
@@ -224,19 +225,20 @@ def eight_gaussians(split: str = "train", root: str | None = None, *, num_sample
     Returns:
         ``(N, 2)`` float32 points; labels ``(N,)`` in {0..7}: the component.
     """
-    require(noise > 0, f"eight_gaussians: noise (the components' standard deviation) must be > 0, got {noise}")
+    require(noise > 0, f"eight_gaussians: noise (the components' std) must be > 0, got {noise}")
     centres = tuple(map(tuple, _ring_centres().tolist()))
     log_prob = functools.partial(_mixture_log_prob, centres=centres, std=float(noise))
-    return _build("eight_gaussians", split, num_samples, seed, num_classes=8, true_log_prob=log_prob, noise=noise)
+    return _build("eight_gaussians", split, num_samples, seed, num_classes=8, true_log_prob=log_prob,
+                  noise=noise)
 
 
 def checkerboard(split: str = "train", root: str | None = None, *, num_samples: int = 12000,
                  seed: int = 0) -> TensorDataset:
     """Uniform on the black squares of a 4x4 checkerboard of 2x2 squares covering ``[-4, 4)^2``.
 
-    The square with corner ``(-4, -4)`` is black (squares ``(i, j)`` with ``i + j`` even). ``true_log_prob`` is
-    ``-log 32`` nats on the black squares and ``-inf`` elsewhere. Samples stay ``2e-5`` away from square edges so
-    that float32 rounding cannot place one on a white square.
+    The square with corner ``(-4, -4)`` is black (squares ``(i, j)`` with ``i + j`` even). ``true_log_prob``
+    is ``-log 32`` nats on the black squares and ``-inf`` elsewhere. Samples stay ``2e-5`` away from square
+    edges so that float32 rounding cannot place one on a white square.
 
     Args:
         split: ``"train"`` or ``"test"`` (the last sixth of the draws).
@@ -267,7 +269,7 @@ def spirals(split: str = "train", root: str | None = None, *, num_samples: int =
 
 def swiss_roll(split: str = "train", root: str | None = None, *, num_samples: int = 12000, noise: float = 0.1,
                seed: int = 0) -> TensorDataset:
-    """The 2-D swiss roll ``t (cos t, sin t)`` for ``t`` uniform in ``[1.5 pi, 4.5 pi]``, scaled to radius 3.5.
+    """The 2-D swiss roll ``t (cos t, sin t)``, ``t`` uniform in ``[1.5 pi, 4.5 pi]``, scaled to radius 3.5.
 
     Args:
         split: ``"train"`` or ``"test"`` (the last sixth of the draws).
@@ -283,8 +285,8 @@ def swiss_roll(split: str = "train", root: str | None = None, *, num_samples: in
 
 def face(split: str = "train", root: str | None = None, *, num_samples: int = 12000, noise: float = 0.1,
          eye_std: float = 0.3, seed: int = 0) -> TensorDataset:
-    """A smiling face: two Gaussian eyes at ``(-1.2, 1.2)`` and ``(1.2, 1.2)`` (a quarter of the mass each) and a
-    mouth, the lower half of the circle of radius 2 around the origin (half of the mass).
+    """A smiling face: two Gaussian eyes at ``(-1.2, 1.2)`` and ``(1.2, 1.2)`` (a quarter of the mass each)
+    and a mouth, the lower half of the circle of radius 2 around the origin (half of the mass).
 
     Args:
         split: ``"train"`` or ``"test"`` (the last sixth of the draws).
@@ -304,10 +306,10 @@ def gaussians2d(split: str = "train", root: str | None = None, *, num_samples: i
     """One 2-D Gaussian, with correlated (``"full"``) or independent (``"diagonal"``) coordinates.
 
     ``"full"``: mean ``(0.5, 0.5)``, standard deviations 1.2 and 0.3 along the two diagonals (covariance
-    ``[[0.765, 0.675], [0.675, 0.765]]``). ``"diagonal"``: mean ``(-0.5, 0.5)``, covariance ``diag(0.09, 1.44)``.
-    A VAE with a factorised Gaussian decoder can model the diagonal case with its decoder alone (the latent
-    collapses), but needs the latent for the full case: the exercise of the Berkeley CS294-158 homework 3.
-    ``true_log_prob`` is the Gaussian log density in nats.
+    ``[[0.765, 0.675], [0.675, 0.765]]``). ``"diagonal"``: mean ``(-0.5, 0.5)``, covariance
+    ``diag(0.09, 1.44)``. A VAE with a factorised Gaussian decoder can model the diagonal case with its
+    decoder alone (the latent collapses), but needs the latent for the full case: the exercise of the Berkeley
+    CS294-158 homework 3. ``true_log_prob`` is the Gaussian log density in nats.
 
     Args:
         split: ``"train"`` or ``"test"`` (the last sixth of the draws).
@@ -318,7 +320,8 @@ def gaussians2d(split: str = "train", root: str | None = None, *, num_samples: i
     Returns:
         ``(N, 2)`` float32 points, no labels.
     """
-    require(covariance in _GAUSSIANS, f"gaussians2d: covariance must be 'full' or 'diagonal', got {covariance!r}")
+    require(covariance in _GAUSSIANS,
+            f"gaussians2d: covariance must be 'full' or 'diagonal', got {covariance!r}")
     mean, cov = _GAUSSIANS[covariance]
     log_prob = functools.partial(_gaussian_log_prob, mean=mean, cov=cov)
     return _build("gaussians2d", split, num_samples, seed, true_log_prob=log_prob, covariance=covariance)
