@@ -229,3 +229,134 @@ def assert_autoregressive_dependencies(model, x, order=None, context=None, stric
             if strict_each:
                 missing = [int(i) for i in order[1:] if not ok[i]]
                 assert not missing, f"{name}: conditionals of dims {missing[:5]} ignore every earlier input"
+
+
+# ============================================================================================ flows
+# Checkers for bijectors (``dulab.bijectors.Bijector``: ``forward(x, context) -> (y, log_det)``, ``inverse``) and
+# flow models (``transform(x) -> (z, log_det)``, ``inverse(z)``, ``sample_and_log_prob``) (DESIGN.md 6.3).
+
+__all__ += ["perturb_parameters", "assert_bijector_inverse", "assert_log_det_matches_jacobian",
+            "assert_identity", "assert_density_integrates", "assert_entropy_consistent",
+            "assert_dequantized_mass"]
+
+
+@torch.no_grad()
+def perturb_parameters(module, scale: float = 0.05, seed: int = 0):
+    """Add ``N(0, scale^2)`` noise to every parameter (seeded), so zero-initialised layers are not the identity."""
+    g = torch.Generator().manual_seed(seed)
+    for p in module.parameters():
+        p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device))
+    return module
+
+
+def assert_bijector_inverse(bijector, x, context=None, atol: float = 1e-6) -> None:
+    """``inverse(forward(x)) == x``, ``forward(inverse(y)) == y`` and the two log-dets cancel (float64)."""
+    name = type(bijector).__name__
+    with torch.no_grad():
+        y, ld = bijector(x, context)
+        x_back, ld_inv = bijector.inverse(y, context)
+        assert ld.shape == (x.shape[0],), f"{name}: log_det must be (B,), got {tuple(ld.shape)}"
+        assert torch.allclose(x_back, x, atol=atol, rtol=0), (
+            f"{name}: inverse(forward(x)) != x (max {(x_back - x).abs().max():.2e})")
+        assert torch.allclose(ld + ld_inv, torch.zeros_like(ld), atol=atol), (
+            f"{name}: forward and inverse log-dets do not cancel (max {(ld + ld_inv).abs().max():.2e})")
+        y2 = y + 0.1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+        x2, _ = bijector.inverse(y2, context)
+        y2_back, _ = bijector(x2, context)
+        assert torch.allclose(y2_back, y2, atol=atol, rtol=0), (
+            f"{name}: forward(inverse(y)) != y (max {(y2_back - y2).abs().max():.2e})")
+
+
+def assert_log_det_matches_jacobian(fn, x, atol: float = 1e-6) -> None:
+    """``fn(x) -> (y, log_det)``: for each example, ``log_det`` equals ``slogdet`` of the autograd Jacobian of the
+    flattened map (float64). ``fn`` must treat examples independently (eval mode for batch-norm)."""
+    with torch.no_grad():
+        _, ld = fn(x)
+    for b in range(x.shape[0]):
+        xb = x[b:b + 1]
+
+        def flat(v, _shape=xb.shape):
+            return fn(v.reshape(_shape))[0].reshape(-1)
+
+        jac = torch.autograd.functional.jacobian(flat, xb.reshape(-1))  # (D, D)
+        sign, logabs = torch.linalg.slogdet(jac)
+        assert sign != 0, f"example {b}: the Jacobian is singular"
+        assert abs(float(logabs) - float(ld[b])) < atol, (
+            f"example {b}: log_det {float(ld[b]):.8f} but slogdet of the Jacobian is {float(logabs):.8f}")
+
+
+@torch.no_grad()
+def assert_identity(bijector, x, context=None, atol: float = 1e-10) -> None:
+    """A bijector at its zero initialisation maps ``x`` to itself with log-det 0."""
+    y, ld = bijector(x, context)
+    name = type(bijector).__name__
+    assert y.shape == x.shape and torch.allclose(y, x, atol=atol, rtol=0), f"{name}: not the identity at zero init"
+    assert torch.allclose(ld, torch.zeros_like(ld), atol=atol), f"{name}: log_det {ld.abs().max():.2e} != 0"
+
+
+@torch.no_grad()
+def assert_density_integrates(model, half_width: float = 12.0, num_points: int | None = None,
+                              atol: float = 2e-3) -> None:
+    """``exp(log_prob)`` of a continuous 1-D or 2-D model integrates to 1 over ``[-half_width, half_width]^D``
+    (float64). The grid is uniform in ``t`` with ``x = sinh(t)``: fine near the origin, where densities have
+    detail, and coarse far out, so heavy tails are covered too (midpoint rule with weights ``cosh(t) dt``)."""
+    model = model.double().eval()
+    D = model.spec.num_dims
+    assert D in (1, 2), "grid integration is for 1-D and 2-D models"
+    n = num_points or (4000 if D == 1 else 400)
+    t_max = math.asinh(half_width)
+    dt = 2 * t_max / n
+    t = torch.linspace(-t_max + dt / 2, t_max - dt / 2, n, dtype=torch.float64)
+    axis, weight = torch.sinh(t), torch.cosh(t) * dt
+    if D == 1:
+        grid, w = axis[:, None], weight
+    else:
+        grid, w = torch.cartesian_prod(axis, axis), torch.cartesian_prod(weight, weight).prod(1)
+    grid = grid.reshape(-1, *model.spec.shape)
+    ctx = _context_for(model, len(grid), None)
+    lp = torch.cat([model.log_prob(c, context=None if ctx is None else ctx[:len(c)]) for c in grid.split(8192)])
+    total = float((lp.exp() * w).sum())
+    assert abs(total - 1) < atol, f"{type(model).__name__}: density integrates to {total:.5f} on the grid, not 1"
+
+
+@torch.no_grad()
+def assert_entropy_consistent(model, num_samples: int = 256, seed: int = 0, rtol: float = 1e-6) -> None:
+    """Samples scored through the density path (``log_prob``) agree with the sampling path's log-density
+    (``sample_and_log_prob``), example by example and in their mean (the entropy estimate)."""
+    model = model.double().eval()
+    g = torch.Generator().manual_seed(seed)
+    ctx = _context_for(model, num_samples, None)
+    x, lp_sampling = model.sample_and_log_prob(num_samples, generator=g, context=ctx)
+    lp_density = model.log_prob(x, context=ctx)
+    err = (lp_density - lp_sampling).abs().max()
+    assert err < rtol * (1 + lp_sampling.abs().max()), (
+        f"log_prob of samples disagrees with the sampling path ({err:.2e})")
+    entropy = model.entropy(num_samples, generator=torch.Generator().manual_seed(seed), context=ctx)
+    assert abs(entropy + float(lp_density.mean())) < 1e-6 * (1 + abs(entropy)), "entropy estimate disagrees"
+
+
+@torch.no_grad()
+def assert_dequantized_mass(model, num_noise: int = 64, seed: int = 0, slack: float = 0.05,
+                            exact: bool = False) -> None:
+    """For a dequantized flow on a tiny discrete domain (float64): the bound ``b(x) = E[log p(x+u) - log q(u|x)]``
+    satisfies ``sum_x exp(b(x)) <= 1 + slack`` (Jensen). With ``exact`` (a flow whose continuous density lives on
+    all of ``[0, K)^D``, e.g. logit preprocessing with ``alpha = 0``) the importance estimate
+    ``sum_x E[exp(log p(x+u) - log q(u|x))]``, which is then exactly 1, must be 1 within Monte-Carlo error
+    (otherwise it is only <= 1). ``num_noise`` noise draws per point, from the global RNG seeded with ``seed``."""
+    model = model.double().eval()
+    xs = enumerate_domain(model.spec.shape, model.spec.num_levels)
+    ctx = _context_for(model, len(xs), None)
+    torch.manual_seed(seed)
+    lps = torch.stack([model.log_prob(xs, context=ctx) for _ in range(num_noise)])  # (S, N)
+    bound_mass = float(lps.mean(0).exp().sum())
+    weights = lps.exp()  # (S, N) importance weights p(x+u) / q(u|x)
+    mass = float(weights.mean(0).sum())
+    # Standard error of the estimate: the exact check allows 5 standard errors (plus ``slack / 10``).
+    se = float(weights.var(0).sum().div(num_noise).sqrt())
+    name = type(model).__name__
+    assert bound_mass <= 1 + slack, f"{name}: sum_x exp(bound) = {bound_mass:.4f} > 1"
+    if exact:
+        assert abs(mass - 1) < 5 * se + slack / 10, (
+            f"{name}: sum_x E[exp(log p - log q)] = {mass:.4f} (standard error {se:.4f}), expected 1")
+    else:
+        assert mass <= 1 + 5 * se + slack, f"{name}: sum_x E[exp(log p - log q)] = {mass:.4f} > 1 (se {se:.4f})"
