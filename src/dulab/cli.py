@@ -136,6 +136,22 @@ def _default_data(model_name: str) -> str:
     return getattr(cls, "default_data", None) or ("moons" if getattr(cls, "family", "") == "flow" else "digits")
 
 
+def _type_name(tp) -> str:
+    """A readable type for `dulab list`: ``int``, ``one of a|b``, ``ints, comma-separated``."""
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "one of " + "|".join(map(str, args))
+    if origin in (tuple, list):
+        inner = args[0] if args else str
+        return f"{getattr(inner, '__name__', inner)}s, comma-separated"
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return " or ".join(_type_name(a) for a in rest) + " or none"
+    return getattr(tp, "__name__", str(tp))
+
+
 def cmd_list(args) -> int:
     from dulab.config import config_fields
     from dulab.registry import DATASETS, MODELS, dataset_options, get_dataset_builder, get_model_class
@@ -147,7 +163,8 @@ def cmd_list(args) -> int:
         print(f"{args.model} ({cls.__name__}, {MODELS[args.model].family}): {(cls.__doc__ or '').strip().splitlines()[0]}")
         defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
         for k, tp in config_fields(cls.Config).items():
-            print(f"  --set {k}={defaults[k]!s:<12} ({getattr(tp, '__name__', str(tp)).replace('typing.', '')})")
+            default = ",".join(map(str, defaults[k])) if isinstance(defaults[k], tuple) else defaults[k]
+            print(f"  --set {k}={default!s:<14} {_type_name(tp)}")
         if getattr(cls, "train_defaults", None):
             print("  training defaults: " + ", ".join(f"{k}={v}" for k, v in cls.train_defaults.items()))
         return 0
@@ -155,7 +172,7 @@ def cmd_list(args) -> int:
         builder = get_dataset_builder(args.dataset)
         print(f"{args.dataset}: {DATASETS[args.dataset].summary}")
         for k, (tp, default) in dataset_options(builder).items():
-            print(f"  --data-option {k}={default!s:<10} ({getattr(tp, '__name__', str(tp)).replace('typing.', '')})")
+            print(f"  --data-option {k}={default!s:<10} {_type_name(tp)}")
         return 0
     print("models:")
     for name, entry in MODELS.items():
