@@ -99,6 +99,7 @@ def test_corrupt_checkpoint_is_a_user_error(trained_run, capsys):
     assert "corrupt" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_corrupt_state_is_a_user_error(trained_run, capsys):
     (trained_run / "state.pt").write_bytes(b"\x80\x04garbage")
     assert main(["resume", str(trained_run), "--epochs", "3", "--no-progress"]) == 2

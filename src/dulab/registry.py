@@ -48,6 +48,12 @@ MODELS: dict[str, ModelEntry] = {
     "pixel_cnn_pp": ModelEntry("dulab.models.autoregressive.pixel_cnn_pp:PixelCNNpp", "autoregressive"),
     "pixel_snail": ModelEntry("dulab.models.autoregressive.pixel_snail:PixelSNAIL", "autoregressive"),
     # --- flows ---
+    "cdf_flow": ModelEntry("dulab.models.flows.cdf_flow:CDFFlow", "flow"),
+    "maf": ModelEntry("dulab.models.flows.maf:MAF", "flow"),
+    "iaf": ModelEntry("dulab.models.flows.maf:IAF", "flow"),
+    "nice": ModelEntry("dulab.models.flows.nice:NICE", "flow"),
+    "real_nvp": ModelEntry("dulab.models.flows.real_nvp:RealNVP", "flow"),
+    "glow": ModelEntry("dulab.models.flows.glow:Glow", "flow"),
 }
 
 DATASETS: dict[str, DatasetEntry] = {

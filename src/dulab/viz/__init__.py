@@ -19,8 +19,9 @@ __all__ = ["save_samples", "save_curves", "image_grid", "draw_samples", "save_im
 
 
 def save_image_grid(x: torch.Tensor, path, num_levels: int | None = None, nrow: int | None = None) -> Path:
-    from dulab.training.checkpoint import atomic_write_bytes
     import io
+
+    from dulab.training.checkpoint import atomic_write_bytes
 
     buf = io.BytesIO()
     image_grid(x, num_levels, nrow=nrow).save(buf, format="PNG")

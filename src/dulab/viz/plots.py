@@ -129,7 +129,7 @@ def plot_text(path, texts: list[str], title: str = "samples") -> Path:
     shown = [t.replace("\t", "  ") for t in texts[:16]]
     lines: list[str] = []
     for t in shown:
-        lines.extend((t.splitlines() or [""]))
+        lines.extend(t.splitlines() or [""])
         lines.append("-" * 40)
     lines = lines[:80]
     fig = plt.figure(figsize=(9, 0.18 * len(lines) + 0.6))

@@ -4,6 +4,10 @@ import math
 
 import pytest
 import torch
+
+import dulab
+from dulab.data.base import DataSpec
+from dulab.distributions import discretized_logistic_mixture_log_prob
 from properties import (
     assert_checkpoint_roundtrip,
     assert_grads_finite,
@@ -12,10 +16,6 @@ from properties import (
     assert_sample_frequencies,
     enumerate_domain,
 )
-
-import dulab
-from dulab.data.base import DataSpec
-from dulab.distributions import discretized_logistic_mixture_log_prob
 
 SPECS = {
     "1d20": DataSpec((1,), "discrete", 20),
