@@ -91,7 +91,8 @@ def assert_sample_frequencies(model, num_samples: int = 20000, seed: int = 0, co
     if len(exp_p) < 2:
         return
     chi2, p = stats.chisquare(obs_p, exp_p)
-    assert p > p_threshold, f"{type(model).__name__}: sample frequencies disagree with exp(log_prob) (chi2={chi2:.1f}, p={p:.2e})"
+    assert p > p_threshold, \
+        f"{type(model).__name__}: sample frequencies disagree with exp(log_prob) (chi2={chi2:.1f}, p={p:.2e})"
 
 
 def assert_grads_finite(model, x, context=None) -> None:

@@ -11,7 +11,8 @@ from dulab.cli import main
 @pytest.fixture
 def trained_run(tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "histogram", "--data", "discrete1d", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    argv = ["train", "histogram", "--data", "discrete1d", "--epochs", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
     return out
 
 

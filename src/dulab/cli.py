@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a trained run", formatter_class=_FMT,
                        description="Evaluate a run on a split; prints a table and writes RUN/eval.json.",
-                       epilog="examples:\n  dulab eval runs/pixel_cnn-digits\n  dulab eval runs/pixel_cnn-digits --split train")
+                       epilog="examples:\n  dulab eval runs/pixel_cnn-digits\n"
+                              "  dulab eval runs/pixel_cnn-digits --split train")
     e.add_argument("run", help="run directory")
     e.add_argument("--split", choices=["train", "test"], default="test")
     e.add_argument("--which", choices=["auto", "last", "best", "ema"], default="auto")
@@ -160,7 +161,8 @@ def cmd_list(args) -> int:
         import dataclasses
 
         cls = get_model_class(args.model)
-        print(f"{args.model} ({cls.__name__}, {MODELS[args.model].family}): {(cls.__doc__ or '').strip().splitlines()[0]}")
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{args.model} ({cls.__name__}, {MODELS[args.model].family}): {summary}")
         defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
         for k, tp in config_fields(cls.Config).items():
             default = ",".join(map(str, defaults[k])) if isinstance(defaults[k], tuple) else defaults[k]

@@ -233,7 +233,10 @@ def config_fields(cls) -> dict:
 
 
 def make_config(cls, values: dict, what: str):
-    """Build dataclass ``cls`` from ``values``, type-checking each; unknown keys raise ``UserError`` listing valid ones."""
+    """Build dataclass ``cls`` from ``values``, type-checking each.
+
+    Unknown keys raise ``UserError`` listing the valid ones.
+    """
     fields = config_fields(cls)
     unknown = [k for k in values if k not in fields]
     if unknown:

@@ -118,7 +118,8 @@ class DensityModel(Model):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``UserError`` when ``x`` does not match the spec (shape, dtype, range)."""
         if tuple(x.shape[1:]) != self.spec.shape:
-            raise UserError(f"{type(self).__name__} expects inputs of shape (B, {', '.join(map(str, self.spec.shape))}),"
+            shape = ", ".join(map(str, self.spec.shape))
+            raise UserError(f"{type(self).__name__} expects inputs of shape (B, {shape}),"
                             f" got {tuple(x.shape)}")
         if self.spec.is_discrete:
             if x.is_floating_point():

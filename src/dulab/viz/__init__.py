@@ -49,7 +49,8 @@ def _enumerate_pmf(model, num_levels: int, dims: int) -> np.ndarray | None:
     return lp.exp().cpu().double().numpy().reshape([num_levels] * dims)
 
 
-def save_samples(model, dataset, path, *, num_samples: int = 64, generator: torch.Generator | None = None) -> Path | None:
+def save_samples(model, dataset, path, *, num_samples: int = 64,
+                 generator: torch.Generator | None = None) -> Path | None:
     """Draw samples and write the picture that suits ``dataset``'s kind; returns the path (``None``: no sampler)."""
     if not hasattr(model, "sample"):
         return None
@@ -70,7 +71,8 @@ def save_samples(model, dataset, path, *, num_samples: int = 64, generator: torc
             x = draw_samples(model, max(num_samples, 10_000), generator)
             pmf = _enumerate_pmf(model, spec.num_levels, 2)
             true = dataset.info.get("true_pmf")
-            return plot_discrete_2d(path, dataset.x, spec.num_levels, pmf, x, None if true is None else np.asarray(true))
+            true = None if true is None else np.asarray(true)
+            return plot_discrete_2d(path, dataset.x, spec.num_levels, pmf, x, true)
         if spec.shape == (2,):
             x = draw_samples(model, max(num_samples, 2000), generator)
             lp = None

@@ -63,11 +63,12 @@ def plot_discrete_2d(path, data: torch.Tensor, num_levels: int, model_pmf: np.nd
         panels.append(("model pmf", model_pmf))
     panels.append((f"{len(samples)} samples", counts(samples)))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4))
-    for ax, (t, h) in zip(np.atleast_1d(axes), panels):
+    for i, (ax, (t, h)) in enumerate(zip(np.atleast_1d(axes), panels)):
         ax.imshow(h, cmap="viridis", origin="upper")
         ax.set_title(t)
         ax.set_xlabel("x2")
-        ax.set_ylabel("x1")
+        if i == 0:
+            ax.set_ylabel("x1")
     return _save(fig, path)
 
 
