@@ -175,6 +175,8 @@ def main():
             print(f"| {r['model']} | {r['test_bpc']:.3f} | {r['train_seconds']:.0f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = "_".join(sorted(parts)) if parts != {"bpd", "sampling", "text", "fisher"} else "all"
+    if "bpd" in parts and args.data != ",".join(EPOCHS):
+        tag += "_" + args.data.replace(",", "_")  # one file per dataset selection, so runs can go side by side
     path = RESULTS / f"ar_sequence{'_quick' if args.quick else ''}_{tag}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))

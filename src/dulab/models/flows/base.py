@@ -104,18 +104,21 @@ class VariationalDequantizer(nn.Module):
             layers.append(Coupling(mask, net, affine))
         self.flow = Chain(layers)
 
-    def forward(self, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``u ~ q(u | x)`` (global RNG).
+    def forward(self, x: torch.Tensor, dtype: torch.dtype,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``u ~ q(u | x)`` (from ``generator``, or the global RNG).
 
         Args:
             x: ``(B, *event)`` int levels.
+            dtype: the float dtype of the model.
+            generator: the random stream for the noise.
         Returns:
             ``(u, log_q)``: ``u`` float ``(B, *event)`` in ``(0, 1)``, ``log_q`` ``(B,)`` nats.
         """
         feats = x.to(dtype) / (self.num_levels - 1) - 0.5
         if len(self.shape) != 3:
             feats = feats.reshape(x.shape[0], -1)  # (B, *event) -> (B, D)
-        eps = torch.randn(feats.shape, dtype=dtype, device=x.device)
+        eps = torch.randn(feats.shape, generator=generator, dtype=dtype, device=x.device)
         h, log_det = self.flow(eps, feats)
         u = torch.sigmoid(h)
         log_det = log_det + (-F.softplus(-h) - F.softplus(h)).flatten(1).sum(1)  # log sigmoid'(h)
@@ -212,22 +215,25 @@ class FlowModel(DensityModel):
         x, ld_pre = self.preprocess.inverse(y)
         return x, ld + ld_pre
 
-    def dequantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def dequantize(self, x: torch.Tensor,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Discrete levels to ``(x + u, log q(u | x))``: ``(B, *event)`` floats in ``[0, K)`` and ``(B,)`` nats
-        (0 for uniform dequantization). One noise draw from the global RNG."""
+        (0 for uniform dequantization). One noise draw from ``generator`` (the global RNG when ``None``)."""
         dtype = self._param_dtype()
         if self.dequantizer is None:
-            u = torch.rand(x.shape, dtype=dtype, device=x.device)
+            u = torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
             return x.to(dtype) + u, u.new_zeros(x.shape[0])
-        u, log_q = self.dequantizer(x, dtype)
+        u, log_q = self.dequantizer(x, dtype, generator)
         return x.to(dtype) + u, log_q
 
-    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None, *,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """log p(x) in nats, ``(B,)``; for discrete data the one-sample dequantized bound
-        ``log p(x + u) - log q(u | x)`` (``q`` uniform unless variational), whose expectation is <= log P(x)."""
+        ``log p(x + u) - log q(u | x)`` (``q`` uniform unless variational), whose expectation is <= log P(x).
+        The noise ``u`` comes from ``generator`` (the global RNG when ``None``)."""
         self.check_input(x)
         if self.spec.is_discrete:
-            y, log_q = self.dequantize(x)
+            y, log_q = self.dequantize(x, generator)
         else:
             y, log_q = x.to(self._param_dtype()), 0.0
         z, log_det = self.transform(y, context)
