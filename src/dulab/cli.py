@@ -197,8 +197,8 @@ def cmd_train(args) -> int:
         "batch_size": args.batch_size, "lr": args.lr, "device": args.device, "devices": args.devices,
         "strategy": args.strategy, "precision": args.precision, "ema_decay": args.ema_decay,
         "grad_clip": args.grad_clip, "compile": args.compile, "max_steps": args.max_steps}.items() if v is not None}
-    if args.no_progress or not sys.stderr.isatty():
-        train_kw["progress"] = False if args.no_progress else train_kw.get("progress", True)
+    if args.no_progress:
+        train_kw["progress"] = False
     run = dulab.train(args.model, data=data, epochs=args.epochs, out_dir=args.out, seed=args.seed,
                       data_options=parse_assignments(args.data_option, "--data-option"), root=args.data_dir,
                       overwrite=args.overwrite, **hparams, **train_kw)

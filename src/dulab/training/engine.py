@@ -259,9 +259,14 @@ class Engine:
 
         progress = None
         if is_zero and cfg.progress:
+            import sys
+
             from tqdm.auto import tqdm
+
+            # In a log file (SLURM, CI, a pipe) redraw rarely instead of flooding it with carriage returns.
+            interactive = sys.stderr.isatty()
             progress = tqdm(total=cfg.max_steps or total_steps, initial=step, unit="step", dynamic_ncols=True,
-                            desc=f"{self.config.model.name}")
+                            desc=f"{self.config.model.name}", mininterval=0.1 if interactive else 30.0)
 
         last_record = None
         if state is None:
