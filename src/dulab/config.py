@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 from dulab.errors import UserError, closest
 
 __all__ = ["TrainConfig", "ModelRef", "DataRef", "RunConfig", "coerce", "parse_assignments", "make_config",
-           "config_fields"]
+           "config_fields", "require_at_least", "require_odd", "require_fraction"]
 
 
 @dataclass
@@ -124,6 +124,33 @@ class RunConfig:
         return cls(model=ModelRef(**d["model"]), data=DataRef(**d["data"]),
                    train=TrainConfig(**{k: v for k, v in train.items() if k in known}),
                    seed=d.get("seed", 0), out_dir=d.get("out_dir", "runs"))
+
+
+# ----------------------------------------------------------------------------------------------- validation
+# Shared by the configs' __post_init__ methods: each raises a one-line UserError naming the field and its value.
+
+def require_at_least(obj, minimum, *names: str) -> None:
+    """Every named field of ``obj`` must be >= ``minimum``."""
+    for name in names:
+        value = getattr(obj, name)
+        if value < minimum:
+            raise UserError(f"{name} must be >= {minimum}, got {value}")
+
+
+def require_odd(obj, minimum: int, *names: str) -> None:
+    """Every named field (a kernel size) must be an odd integer >= ``minimum``."""
+    for name in names:
+        value = getattr(obj, name)
+        if value < minimum or value % 2 == 0:
+            raise UserError(f"{name} must be an odd number >= {minimum}, got {value}")
+
+
+def require_fraction(obj, *names: str) -> None:
+    """Every named field (a dropout rate, a decay) must lie in [0, 1)."""
+    for name in names:
+        value = getattr(obj, name)
+        if not 0 <= value < 1:
+            raise UserError(f"{name} must be in [0, 1), got {value}")
 
 
 # ----------------------------------------------------------------------------------------------- typed parsing

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dulab.config import require_at_least, require_fraction, require_odd
 from dulab.distributions import categorical_sample
 from dulab.errors import UserError
 from dulab.models.autoregressive.pixel_cnn import CategoricalHead, ImageAutoregressiveModel
@@ -52,17 +53,10 @@ class GatedPixelCNNConfig:
     num_classes: int = 0
 
     def __post_init__(self):
-        for name in ("num_filters", "num_layers", "num_head_filters"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("first_kernel_size", "kernel_size"):
-            k = getattr(self, name)
-            if k < 3 or k % 2 == 0:
-                raise UserError(f"{name} must be an odd number >= 3, got {k}")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.num_classes < 0:
-            raise UserError("num_classes must be >= 0")
+        require_at_least(self, 1, "num_filters", "num_layers", "num_head_filters")
+        require_odd(self, 3, "first_kernel_size", "kernel_size")
+        require_fraction(self, "dropout")
+        require_at_least(self, 0, "num_classes")
 
 
 class GatedPixelCNN(ImageAutoregressiveModel):

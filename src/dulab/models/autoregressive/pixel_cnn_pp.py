@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dulab.config import require_at_least, require_fraction
 from dulab.distributions import discretized_logistic_mixture_log_prob, discretized_logistic_mixture_sample
-from dulab.errors import UserError
 from dulab.models.autoregressive.pixel_cnn import ImageAutoregressiveModel
 from dulab.nn.resnet import (
     DownRightShiftedConv2d,
@@ -61,11 +61,8 @@ class PixelCNNppConfig:
     dropout: float = 0.3
 
     def __post_init__(self):
-        for name in ("num_filters", "num_blocks", "num_scales", "num_components"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+        require_at_least(self, 1, "num_filters", "num_blocks", "num_scales", "num_components")
+        require_fraction(self, "dropout")
 
 
 class PixelCNNpp(ImageAutoregressiveModel):

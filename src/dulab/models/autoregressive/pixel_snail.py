@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dulab.config import require_at_least, require_fraction, require_odd
 from dulab.errors import UserError
 from dulab.models.autoregressive.pixel_cnn import CategoricalHead, ImageAutoregressiveModel, MaskedResidualBlock
 from dulab.nn.attention import CausalSelfAttention
@@ -53,16 +54,12 @@ class PixelSNAILConfig:
     dropout: float = 0.1
 
     def __post_init__(self):
-        for name in ("num_filters", "num_blocks", "num_res_layers", "attention_dim", "num_heads",
-                     "num_head_filters"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.first_kernel_size < 1 or self.first_kernel_size % 2 == 0:
-            raise UserError(f"first_kernel_size must be an odd number >= 1, got {self.first_kernel_size}")
+        require_at_least(self, 1, "num_filters", "num_blocks", "num_res_layers", "attention_dim", "num_heads",
+                         "num_head_filters")
+        require_odd(self, 1, "first_kernel_size")
         if self.attention_dim % self.num_heads:
             raise UserError(f"attention_dim ({self.attention_dim}) must be divisible by num_heads ({self.num_heads})")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+        require_fraction(self, "dropout")
 
 
 class _AttentionBlock(nn.Module):
