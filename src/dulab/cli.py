@@ -270,7 +270,7 @@ def cmd_sample(args) -> int:
     _, data = _run_data(args.run, "train")
     out = Path(args.out) if args.out else Path(args.run) / "samples.png"
     g = torch.Generator(device=device).manual_seed(args.seed)
-    path = viz.save_samples(model, data, out, num_samples=args.num_samples, generator=g)
+    path = viz.save_samples(model, data, out, num_samples=args.num_samples, generator=g, exact=True)
     print(f"samples: {path}")
     return 0
 

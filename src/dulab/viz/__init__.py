@@ -49,9 +49,13 @@ def _enumerate_pmf(model, num_levels: int, dims: int) -> np.ndarray | None:
     return lp.exp().cpu().double().numpy().reshape([num_levels] * dims)
 
 
-def save_samples(model, dataset, path, *, num_samples: int = 64,
-                 generator: torch.Generator | None = None) -> Path | None:
-    """Draw samples and write the picture that suits ``dataset``'s kind; returns the path (``None``: no sampler)."""
+def save_samples(model, dataset, path, *, num_samples: int = 64, generator: torch.Generator | None = None,
+                 exact: bool = False) -> Path | None:
+    """Draw samples and write the picture that suits ``dataset``'s kind; returns the path (``None``: no sampler).
+
+    For 1-D and 2-D data a histogram or scatter needs many points: unless ``exact``, at least 10,000 (discrete) or
+    2,000 (continuous) samples are drawn whatever ``num_samples`` says.
+    """
     if not hasattr(model, "sample"):
         return None
     spec = dataset.spec
@@ -62,19 +66,19 @@ def save_samples(model, dataset, path, *, num_samples: int = 64,
             x = draw_samples(model, num_samples, generator)
             return save_image_grid(x, path, spec.num_levels if spec.is_discrete else None)
         if spec.shape == (1,) and spec.is_discrete:
-            x = draw_samples(model, max(num_samples, 10_000), generator)
+            x = draw_samples(model, num_samples if exact else max(num_samples, 10_000), generator)
             pmf = _enumerate_pmf(model, spec.num_levels, 1)
             true = dataset.info.get("true_pmf")
             return plot_pmf_1d(path, dataset.x, spec.num_levels, pmf, x,
                                None if true is None else np.asarray(true), title=dataset.name)
         if spec.shape == (2,) and spec.is_discrete:
-            x = draw_samples(model, max(num_samples, 10_000), generator)
+            x = draw_samples(model, num_samples if exact else max(num_samples, 10_000), generator)
             pmf = _enumerate_pmf(model, spec.num_levels, 2)
             true = dataset.info.get("true_pmf")
             true = None if true is None else np.asarray(true)
             return plot_discrete_2d(path, dataset.x, spec.num_levels, pmf, x, true)
         if spec.shape == (2,):
-            x = draw_samples(model, max(num_samples, 2000), generator)
+            x = draw_samples(model, num_samples if exact else max(num_samples, 2000), generator)
             lp = None
             if hasattr(model, "log_prob"):
                 dtype = model._param_dtype()
