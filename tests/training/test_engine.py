@@ -158,3 +158,11 @@ def test_warmup_cosine_schedule_shape():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[10] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # non-increasing after warm-up
+
+
+def test_resume_continues_a_run_stopped_by_max_steps(tmp_path):
+    stopped = _train("histogram", tmp_path / "r", epochs=2, max_steps=3)
+    assert stopped.summary["status"] == "stopped"
+    run = dulab.resume(tmp_path / "r", data=_data(), eval_data=_data(60, seed=1), progress=False, sample_fn=None)
+    assert run.summary["status"] == "completed" and run.summary["step"] == 20
+    assert run.summary["epochs_completed"] == 2

@@ -344,7 +344,7 @@ class Engine:
             if is_zero and self.curves_fn is not None:
                 self.curves_fn(self.run_dir)
         self.summary = {
-            "status": status, "step": step, "epochs_completed": epoch + 1 if status == "completed" else epoch,
+            "status": status, "step": step, "epochs_completed": cfg.epochs if status == "completed" else epoch,
             "epochs": cfg.epochs, "seconds": round(elapsed(), 2), "num_parameters": model.num_parameters,
             "final": last_record, "best_test_loss": None if best == math.inf else best,
             "samples": str(samples_path) if samples_path else None, "device": str(device), "world_size": world,

@@ -211,6 +211,7 @@ def resume(run_dir, *, epochs: int | None = None, data: TensorDataset | None = N
     train_kw = dataclasses.asdict(config.train)
     if epochs is not None:
         train_kw["epochs"] = epochs
+    train_kw["max_steps"] = None  # a run stopped by --max-steps continues; pass max_steps= to stop again
     train_kw.update(overrides)
     config.train = make_config(TrainConfig, train_kw, "training option")
     if data is not None:
