@@ -15,7 +15,7 @@ import dulab
 from dulab.api import model_hparams
 from dulab.data.base import DataSpec
 
-__all__ = ["enumerate_domain", "assert_normalised", "assert_sample_frequencies", "assert_grads_finite",
+__all__ = ["enumerate_domain", "random_levels", "assert_normalised", "assert_sample_frequencies", "assert_grads_finite",
            "assert_checkpoint_roundtrip", "assert_same_seed_same_samples", "TINY_DISCRETE_SPECS"]
 
 #: Tiny discrete domains on which a model's pmf can be summed exactly (DESIGN.md 6.1).
@@ -34,6 +34,11 @@ def enumerate_domain(shape, num_levels: int) -> torch.Tensor:
         raise ValueError(f"domain of {num_levels}^{D} points is too large to enumerate")
     grid = torch.cartesian_prod(*[torch.arange(num_levels)] * D) if D > 1 else torch.arange(num_levels)[:, None]
     return grid.reshape(-1, *shape)
+
+
+def random_levels(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` seeded random discrete inputs of ``spec``: ``(n, *spec.shape)`` int64."""
+    return torch.randint(0, spec.num_levels, (n, *spec.shape), generator=torch.Generator().manual_seed(seed))
 
 
 def _context_for(model, n: int, context):

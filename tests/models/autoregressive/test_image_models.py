@@ -21,6 +21,7 @@ from properties import (
     assert_same_seed_same_samples,
     assert_sample_frequencies,
     dependency_map,
+    random_levels,
 )
 
 #: small networks so that each test runs in about a second on a busy 2-core CPU (unlisted models: defaults)
@@ -59,10 +60,6 @@ IMAGE_SPECS = ["binary3x3", "levels2x2x3", "rgb2x2binary"]
 def build(name: str, spec: DataSpec, seed: int = 0, **extra):
     torch.manual_seed(seed)
     return dulab.build_model(name, spec, **{**TINY.get(name, {}), **extra}).double().eval()
-
-
-def random_levels(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, spec.num_levels, (n, *spec.shape), generator=torch.Generator().manual_seed(seed))
 
 
 def test_the_four_image_models_are_registered():

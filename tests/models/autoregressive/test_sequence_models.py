@@ -26,6 +26,7 @@ from properties import (
     assert_same_seed_same_samples,
     assert_sample_frequencies,
     enumerate_domain,
+    random_levels,
 )
 
 #: small networks so that every test runs in well under a second (unlisted models use their defaults)
@@ -65,10 +66,6 @@ SPECS = list(TINY_DISCRETE_SPECS)
 def build(name: str, spec: DataSpec, seed: int = 0, **extra):
     torch.manual_seed(seed)
     return dulab.build_model(name, spec, **{**TINY.get(name, {}), **extra}).double()
-
-
-def random_levels(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, spec.num_levels, (n, *spec.shape), generator=torch.Generator().manual_seed(seed))
 
 
 def test_the_four_sequence_models_are_registered():

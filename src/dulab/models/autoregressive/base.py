@@ -14,6 +14,7 @@ identical samples for the same seed (tested). Both accept ``given``/``given_mask
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from dulab.distributions import categorical_log_prob, categorical_sample
 from dulab.errors import UserError
@@ -179,6 +180,13 @@ class SequenceModel(AutoregressiveModel):
       one generation step from the value generated at step ``t - 1`` (``prev``, ``(B,)`` int64, ``None`` at
       t = 0). ``sample`` drives them and draws exactly as ``naive_sample`` does (same generator, same draws).
     """
+
+    def init_sequence_inputs(self, embed_dim: int) -> None:
+        """Create what every sequence model reads its input with: ``value_embedding`` (K -> E), a learned ``start``
+        token ``(E,)`` fed before the first dimension, and the ``coords`` buffer used by ``append_position``."""
+        self.value_embedding = nn.Embedding(self.spec.num_levels, embed_dim)
+        self.start = nn.Parameter(torch.zeros(embed_dim))
+        self.register_buffer("coords", self.generation_coordinates(), persistent=False)  # (D, 3)
 
     def _order_on(self, device) -> torch.Tensor:
         return self.generation_order().to(device)

@@ -20,8 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dulab.config import check_choices
-from dulab.errors import UserError
+from dulab.config import check_choices, require_at_least, require_fraction
 from dulab.models.autoregressive.base import SequenceModel
 
 __all__ = ["RNN", "RNNConfig"]
@@ -49,11 +48,8 @@ class RNNConfig:
 
     def __post_init__(self):
         check_choices(self)
-        for name in ("hidden_size", "num_layers", "embed_dim"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+        require_at_least(self, 1, "hidden_size", "num_layers", "embed_dim")
+        require_fraction(self, "dropout")
 
 
 class RNN(SequenceModel):
@@ -65,9 +61,7 @@ class RNN(SequenceModel):
     def __init__(self, spec, config=None):
         super().__init__(spec, config)
         c, K = self.config, spec.num_levels
-        self.value_embedding = nn.Embedding(K, c.embed_dim)
-        self.start = nn.Parameter(torch.zeros(c.embed_dim))
-        self.register_buffer("coords", self.generation_coordinates(), persistent=False)  # (D, 3)
+        self.init_sequence_inputs(c.embed_dim)
         in_size = c.embed_dim + (3 if c.use_position else 0)
         rnn_cls = nn.LSTM if c.cell == "lstm" else nn.GRU
         self.rnn = rnn_cls(in_size, c.hidden_size, num_layers=c.num_layers, batch_first=True,

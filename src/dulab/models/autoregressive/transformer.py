@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dulab.config import require_at_least, require_fraction
 from dulab.errors import UserError
 from dulab.models.autoregressive.base import SequenceModel
 from dulab.nn.attention import TransformerBlock
@@ -47,13 +48,10 @@ class TransformerConfig:
     use_context: bool = False
 
     def __post_init__(self):
-        for name in ("embed_dim", "num_layers", "num_heads", "mlp_ratio"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, 1, "embed_dim", "num_layers", "num_heads", "mlp_ratio")
         if self.embed_dim % self.num_heads:
             raise UserError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+        require_fraction(self, "dropout")
 
 
 class Transformer(SequenceModel):
@@ -66,8 +64,7 @@ class Transformer(SequenceModel):
         super().__init__(spec, config)
         c, K, D = self.config, spec.num_levels, spec.num_dims
         self.is_conditional = c.use_context
-        self.value_embedding = nn.Embedding(K, c.embed_dim)
-        self.start = nn.Parameter(torch.zeros(c.embed_dim))
+        self.init_sequence_inputs(c.embed_dim)
         self.position_embedding = nn.Parameter(torch.randn(D, c.embed_dim) * 0.02)
         self.class_embedding = nn.Embedding(spec.num_classes, c.embed_dim) if c.use_context else None
         self.blocks = nn.ModuleList(TransformerBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.dropout)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dulab.errors import UserError
+from dulab.config import require_at_least
 from dulab.models.autoregressive.base import SequenceModel
 
 __all__ = ["WaveNet", "WaveNetConfig"]
@@ -47,9 +47,7 @@ class WaveNetConfig:
     use_position: bool = True
 
     def __post_init__(self):
-        for name in ("residual_channels", "skip_channels", "num_layers", "dilation_cycle", "embed_dim"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, 1, "residual_channels", "skip_channels", "num_layers", "dilation_cycle", "embed_dim")
 
     @property
     def dilations(self) -> list[int]:
@@ -103,9 +101,7 @@ class WaveNet(SequenceModel):
     def __init__(self, spec, config=None):
         super().__init__(spec, config)
         c, K = self.config, spec.num_levels
-        self.value_embedding = nn.Embedding(K, c.embed_dim)
-        self.start = nn.Parameter(torch.zeros(c.embed_dim))
-        self.register_buffer("coords", self.generation_coordinates(), persistent=False)  # (D, 3)
+        self.init_sequence_inputs(c.embed_dim)
         self.input = nn.Conv1d(c.embed_dim + (3 if c.use_position else 0), c.residual_channels, 1)
         last = c.num_layers - 1
         self.layers = nn.ModuleList(GatedResidualLayer(c.residual_channels, c.skip_channels, d, residual=i < last)
