@@ -33,7 +33,16 @@ def test_list_shows_models_and_datasets(capsys):
     assert "bins" in capsys.readouterr().out
 
 
-def test_train_reports_bits_per_dim_and_samples(trained_run, capsys):
+def test_train_reports_bits_per_dim_and_samples(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "histogram", "--data", "discrete1d", "--epochs", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    # the printed report is the last evaluation's test bits/dim (4 decimals), and bpd = nll / (D ln 2), D = 1
+    assert f"test {final['test_bpd']:.4f} bits/dim" in text, text
+    assert final["test_bpd"] == pytest.approx(final["test_nll"] / np.log(2))
+    trained_run = out
     assert (trained_run / "samples_final.png").exists()
     config = json.loads((trained_run / "config.json").read_text())
     assert config["model"]["name"] == "histogram" and config["data"]["name"] == "discrete1d"

@@ -7,16 +7,17 @@ from Python or the ``dulab`` command::
     ds = dulab.load_dataset("digits")
     run = dulab.train("histogram", data="digits", epochs=5)
     model = dulab.load(run.dir)
+    dulab.evaluate(run.dir)
 """
 
-__version__ = "0.1.0"
-
-from dulab import datasets  # noqa: E402
-from dulab.api import build_model, list_models  # noqa: E402
-from dulab.data import list_datasets, load_dataset  # noqa: E402
-from dulab.data.base import DataSpec  # noqa: E402
-from dulab.errors import UserError  # noqa: E402
-from dulab.training.run import Run, load, resume, train  # noqa: E402
+from dulab import datasets, metrics
+from dulab._version import __version__
+from dulab.api import build_model, list_models
+from dulab.data import list_datasets, load_dataset
+from dulab.data.base import DataSpec
+from dulab.errors import UserError
+from dulab.evaluation import evaluate
+from dulab.training.run import Run, load, resume, train
 
 __all__ = ["__version__", "list_models", "list_datasets", "load_dataset", "build_model", "train", "load", "resume",
-           "Run", "DataSpec", "UserError", "datasets"]
+           "evaluate", "Run", "DataSpec", "UserError", "datasets", "metrics"]

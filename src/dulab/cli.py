@@ -1,4 +1,4 @@
-"""The ``dulab`` command: ``list``, ``train``, ``sample``, ``eval``, ``resume``.
+"""The ``dulab`` command: ``list``, ``train``, ``sample``, ``eval``, ``resume``, ``compare``.
 
 User mistakes (unknown model or dataset, bad value, missing file, wrong shape, corrupt checkpoint) print one line
 and exit with status 2; a NaN/inf loss exits with status 1 and a message; Ctrl-C saves the run and exits 130.
@@ -39,7 +39,11 @@ TRAIN_EXAMPLES = """examples:
 --set key=value sets a model hyperparameter (type-checked; `dulab list --model NAME` shows them);
 training options (e.g. warmup_steps, min_lr_ratio) are accepted too.
 The run directory (default runs/<model>-<data>) holds config.json, model.safetensors, state.pt,
-metrics.jsonl, samples_final.png, curves.png and summary.json. Ctrl-C saves; `dulab resume RUN` continues."""
+metrics.jsonl, samples_final.png, curves.png and summary.json. Ctrl-C saves (exit status 130);
+`dulab resume RUN` continues.
+
+Many processes or nodes: `torchrun --nproc-per-node 2 -m dulab train ... --devices 2 --strategy ddp`
+(SLURM: `srun python -m dulab train ... --devices N --strategy ddp`); only rank 0 writes the run directory."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Train, sample from and evaluate deep unsupervised models.",
                 epilog="examples:\n  dulab list\n  dulab train histogram --data discrete1d\n"
                        "  dulab sample runs/histogram-discrete1d -n 1000\n  dulab eval runs/histogram-discrete1d\n"
-                       "  dulab resume runs/histogram-discrete1d --epochs 40\n\n"
+                       "  dulab resume runs/histogram-discrete1d --epochs 40\n"
+                       "  dulab compare runs/histogram-discrete1d runs/pixel_cnn-digits\n\n"
                        "`dulab COMMAND --help` shows each command's options.")
-    from dulab import __version__
+    from dulab._version import __version__
 
     p.add_argument("--version", action="version", version=f"dulab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -83,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, help="stop (resumably) after this many steps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--overwrite", action="store_true", help="reuse a run directory that already holds files")
+    t.add_argument("--logger", choices=["none", "csv", "tensorboard"], help="also log metrics under RUN/logs")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="model hyperparameter (or training option)")
 
@@ -96,25 +102,56 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--which", choices=["auto", "last", "best", "ema"], default="auto", help="which weights")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--data-dir", default=None, help="where the run's data files are now (only for 1-D/2-D plots)")
 
     e = sub.add_parser("eval", help="evaluate a trained run", formatter_class=_FMT,
-                       description="Evaluate a run on a split; prints a table and writes RUN/eval.json.",
+                       description="Evaluate a run on a split with every metric that applies (test loss, bits/dim,"
+                                   " FID/KID/IS/precision/recall of samples where a feature extractor exists,"
+                                   " probe accuracy for representation models); prints a table and writes"
+                                   " RUN/eval.json.",
                        epilog="examples:\n  dulab eval runs/pixel_cnn-digits\n"
-                              "  dulab eval runs/pixel_cnn-digits --split train")
+                              "  dulab eval runs/pixel_cnn-digits --split train --no-sample-quality\n"
+                              "  dulab eval runs/real_nvp-photos --feature-weights pt_inception-2015-12-05.pth")
     e.add_argument("run", help="run directory")
     e.add_argument("--split", choices=["train", "test"], default="test")
     e.add_argument("--which", choices=["auto", "last", "best", "ema"], default="auto")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--data-dir", default=None, help="where the run's data files are now (if moved)")
+    e.add_argument("--num-samples", type=int, default=None,
+                   help="samples for sample quality (default: the split's size, at most 1000)")
+    e.add_argument("--no-sample-quality", action="store_true", help="skip FID/KID/IS/precision/recall")
+    e.add_argument("--feature-weights", default=None, metavar="PATH",
+                   help="local InceptionV3 FID weights (pytorch-fid format) for data without a shipped extractor")
+    e.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("resume", help="continue an interrupted or finished run", formatter_class=_FMT,
                        description="Continue a run exactly where its last checkpoint stopped.",
                        epilog="examples:\n  dulab resume runs/pixel_cnn-digits\n"
-                              "  dulab resume runs/pixel_cnn-digits --epochs 40   # 40 epochs in total")
+                              "  dulab resume runs/pixel_cnn-digits --epochs 40   # 40 epochs in total\n\n"
+                              "An interrupted run continues bit for bit. Extending a finished run (--epochs past its\n"
+                              "total) continues the learning rate from where it ended: --schedule restart (default)\n"
+                              "warms it up again and decays it by cosine over the added epochs; --schedule final\n"
+                              "holds the final learning rate.")
     r.add_argument("run", help="run directory")
     r.add_argument("--epochs", type=int, help="total epochs (default: the run's configured total)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--schedule", choices=["restart", "final"], default="restart",
+                   help="learning rate when extending a finished run (default restart)")
+    r.add_argument("--data-dir", default=None, help="where the run's data files are now (if moved)")
+
+    c = sub.add_parser("compare", help="one table across runs of any family", formatter_class=_FMT,
+                       description="Compare runs: model, family, data, parameters, train time, test bits/dim or"
+                                   " bound, FID/KID/IS, probe accuracy (whichever apply). Prints the table and writes"
+                                   " compare.json, compare.md and a self-contained compare.html with each run's"
+                                   " samples.",
+                       epilog="examples:\n  dulab compare runs/pixel_cnn-digits runs/made-digits\n"
+                              "  dulab compare runs/* --out report --evaluate")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    c.add_argument("--out", default="compare", help="output folder (default ./compare)")
+    c.add_argument("--evaluate", action="store_true",
+                   help="run `dulab eval` (and write eval.json) for runs that have none")
     return p
 
 
@@ -173,6 +210,8 @@ def cmd_list(args) -> int:
     if args.dataset:
         builder = get_dataset_builder(args.dataset)
         print(f"{args.dataset}: {DATASETS[args.dataset].summary}")
+        if DATASETS[args.dataset].files:
+            print(f"  files (from --data-dir DIR): {DATASETS[args.dataset].files}")
         for k, (tp, default) in dataset_options(builder).items():
             print(f"  --data-option {k}={default!s:<10} {_type_name(tp)}")
         return 0
@@ -196,23 +235,25 @@ def cmd_train(args) -> int:
     train_kw = {k: v for k, v in {
         "batch_size": args.batch_size, "lr": args.lr, "device": args.device, "devices": args.devices,
         "strategy": args.strategy, "precision": args.precision, "ema_decay": args.ema_decay,
-        "grad_clip": args.grad_clip, "compile": args.compile, "max_steps": args.max_steps}.items() if v is not None}
+        "grad_clip": args.grad_clip, "compile": args.compile, "max_steps": args.max_steps,
+        "logger": args.logger}.items() if v is not None}
     if args.no_progress:
         train_kw["progress"] = False
     run = dulab.train(args.model, data=data, epochs=args.epochs, out_dir=args.out, seed=args.seed,
                       data_options=parse_assignments(args.data_option, "--data-option"), root=args.data_dir,
-                      overwrite=args.overwrite, **hparams, **train_kw)
-    if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0:
-        _report(run)
-    return 0
+                      overwrite=args.overwrite, verbose=True, **hparams, **train_kw)
+    return _report(run)
 
 
-def _report(run) -> None:
+def _report(run) -> int:
+    """Print the outcome of a run (main process only); the exit status: 0, or 130 after Ctrl-C."""
+    if not run.is_main:
+        return 0
     s = run.summary
     final = s.get("final") or {}
     if s.get("status") != "completed":
         print(f"stopped at step {s.get('step')} ({s.get('status')}); continue with: dulab resume {run.dir}")
-        return
+        return 130 if s.get("status") == "interrupted" else 0
     parts = [f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} in {s['seconds']:.1f} s"]
     if "test_bpd" in final:
         parts.append(f"test {final['test_bpd']:.4f} bits/dim (nll {final['test_nll']:.4f} nats)")
@@ -222,10 +263,15 @@ def _report(run) -> None:
         parts.append(f"test loss {final['test_loss']:.4f}")
     if "test_kl" in final:
         parts.append(f"KL to the true density {final['test_kl']:.4f} nats")
+    if s.get("eval_weights") == "ema":
+        parts.append("EMA weights")
     print("done: " + "; ".join(parts))
+    if s.get("note"):
+        print(f"note: {s['note']}")
     print(f"run: {run.dir}")
     if s.get("samples"):
         print(f"samples: {s['samples']}")
+    return 0
 
 
 def cmd_resume(args) -> int:
@@ -236,22 +282,31 @@ def cmd_resume(args) -> int:
         kw["progress"] = False
     if args.device:
         kw["device"] = args.device
-    run = dulab.resume(args.run, epochs=args.epochs, **kw)
-    if int(os.environ.get("LOCAL_RANK", "0") or 0) == 0:
-        _report(run)
-    return 0
+    run = dulab.resume(args.run, epochs=args.epochs, schedule=args.schedule, root=args.data_dir, **kw)
+    return _report(run)
 
 
-def _run_data(run_dir, split: str):
-    from dulab.data import load_dataset
+def _picture_data(run_dir, root):
+    """The run's training data for the context panels of 1-D/2-D pictures, or a stand-in without examples.
+
+    Sampling never needs the data (the spec and what pictures need are in config.json).
+    """
+    import torch
+
+    from dulab.data.base import TensorDataset
     from dulab.errors import UserError
-    from dulab.registry import DATASETS
+    from dulab.evaluation import run_dataset
+    from dulab.training.checkpoint import read_json
     from dulab.training.run import read_run_config
 
     config, spec = read_run_config(run_dir)
-    if config.data.name not in DATASETS:
-        raise UserError(f"{run_dir} was trained on in-memory data; evaluate it from Python")
-    return config, load_dataset(config.data.name, split, config.data.root, **config.data.options)
+    if spec.num_dims <= 2:  # only these pictures show the data
+        try:
+            return run_dataset(run_dir, "train", root=root)
+        except UserError:
+            pass
+    info = read_json(Path(run_dir) / "config.json").get("data_info", {})
+    return TensorDataset(torch.empty((0, *spec.shape)), None, spec, name=config.data.name, info=info)
 
 
 def cmd_sample(args) -> int:
@@ -267,7 +322,7 @@ def cmd_sample(args) -> int:
     model = dulab.load(args.run, which=args.which, device=device)
     if not hasattr(model, "sample"):
         raise UserError(f"{type(model).__name__} cannot draw samples")
-    _, data = _run_data(args.run, "train")
+    data = _picture_data(args.run, args.data_dir)
     out = Path(args.out) if args.out else Path(args.run) / "samples.png"
     g = torch.Generator(device=device).manual_seed(args.seed)
     path = viz.save_samples(model, data, out, num_samples=args.num_samples, generator=g, exact=True)
@@ -277,25 +332,45 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     import dulab
-    from dulab.training.checkpoint import write_json
-    from dulab.training.engine import evaluate
+    from dulab.files import write_json
+    from dulab.training.run import resolve_weights
 
     device = _device(args.device)
-    model = dulab.load(args.run, which=args.which, device=device)
-    config, data = _run_data(args.run, args.split)
-    result = evaluate(model, data, args.batch_size, seed=config.seed)
-    result = {"split": args.split, "weights": args.which, "num_examples": len(data), **result}
-    width = max(len(k) for k in result)
-    print(f"{'metric':<{width}}  value")
-    for k, v in result.items():
-        shown = f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else str(v)
-        print(f"{k:<{width}}  {shown}")
+    which = resolve_weights(args.run, args.which)
+    result = dulab.evaluate(args.run, split=args.split, which=which, root=args.data_dir, device=device,
+                            batch_size=args.batch_size, num_samples=args.num_samples, seed=args.seed,
+                            sample_quality=False if args.no_sample_quality else None,
+                            feature_weights=args.feature_weights, progress=True)
+    if args.which == "auto":
+        result["weights"] = f"{which} (auto)"
+    print(format_table(result))
     write_json(Path(args.run) / "eval.json", result)
     print(f"wrote {Path(args.run) / 'eval.json'}")
     return 0
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "resume": cmd_resume}
+def format_table(result: dict) -> str:
+    """Two columns, metric and value (floats to 4 decimals)."""
+    width = max(len(k) for k in result)
+    lines = [f"{'metric':<{width}}  value"]
+    for k, v in result.items():
+        shown = f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else str(v)
+        lines.append(f"{k:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+def cmd_compare(args) -> int:
+    from dulab.compare import compare_runs
+
+    report = compare_runs(args.runs, out_dir=args.out, evaluate_missing=args.evaluate)
+    print(report["table"])
+    for name in ("compare.json", "compare.md", "compare.html"):
+        print(f"wrote {Path(args.out) / name}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "resume": cmd_resume,
+            "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

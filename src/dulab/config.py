@@ -18,6 +18,10 @@ __all__ = ["TrainConfig", "ModelRef", "DataRef", "RunConfig", "coerce", "parse_a
            "config_fields", "require_at_least", "require_odd", "require_fraction"]
 
 
+#: How the learning rate continues when a finished schedule is extended (``dulab resume --schedule``).
+EXTENSION_SCHEDULES = ("restart", "final")
+
+
 @dataclass
 class TrainConfig:
     """The optimisation recipe and how to run it.
@@ -32,8 +36,10 @@ class TrainConfig:
         schedule: ``"cosine"`` (decay to ``min_lr_ratio * lr``) or ``"constant"``.
         min_lr_ratio: final learning rate as a fraction of ``lr`` for the cosine schedule.
         grad_clip: maximum gradient norm (0 disables clipping).
-        ema_decay: decay of an exponential moving average of the weights (0 disables; evaluation and samples
-            then use the average).
+        ema_decay: decay of an exponential moving average of the weights (0 disables). With EMA on, each
+            evaluation scores both the average and the raw weights and uses the better one (``summary.json`` names it).
+        ema_warmup: warm the EMA decay up as ``min(ema_decay, (1 + n) / (10 + n))`` after n updates, so a short
+            run's average is not dominated by the initial weights.
         eval_every: evaluate on the test split every this many epochs (and always at the start and the end).
         sample_every: write a sample picture every this many epochs (0: only at the end).
         num_samples: samples drawn for each picture.
@@ -45,6 +51,12 @@ class TrainConfig:
         precision: ``32`` or ``bf16-mixed``.
         compile: wrap the model with ``torch.compile``.
         progress: show a progress bar.
+        logger: also log metrics through a Lightning Fabric logger (``csv`` or ``tensorboard``) under RUN/logs.
+        extensions: set by ``resume --epochs`` past the configured total: ``[{"epoch": E, "schedule": S}]``, the
+            learning rate after epoch E follows S (``restart``: warm up again from the LR reached, then cosine over
+            the new epochs; ``final``: hold the LR reached). Not a command-line option.
+        schedule_epochs: the epochs the base schedule spans when it differs from ``epochs`` (a run cut short
+            by ``resume --epochs``); ``None``: ``epochs``.
     """
 
     epochs: int = 10
@@ -68,6 +80,10 @@ class TrainConfig:
     precision: Literal["32", "bf16-mixed"] = "32"
     compile: bool = False
     progress: bool = True
+    ema_warmup: bool = True
+    logger: Literal["none", "csv", "tensorboard"] = "none"
+    extensions: list = field(default_factory=list)
+    schedule_epochs: int | None = None
 
     def __post_init__(self):
         check_choices(self)
@@ -83,6 +99,10 @@ class TrainConfig:
         for name in ("warmup_steps", "grad_clip", "weight_decay", "sample_every", "min_lr_ratio"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0")
+        for ext in self.extensions:
+            if not isinstance(ext, dict) or ext.get("schedule") not in EXTENSION_SCHEDULES or "epoch" not in ext:
+                raise UserError(f"extensions entries are {{'epoch': E, 'schedule': one of {EXTENSION_SCHEDULES}}},"
+                                f" got {ext!r}")
 
 
 @dataclass
@@ -100,6 +120,7 @@ class DataRef:
     name: str
     options: dict = field(default_factory=dict)
     root: str | None = None
+    eval_fraction: float | None = None  # in-memory data: the held-out fraction evaluated after each epoch
 
 
 @dataclass

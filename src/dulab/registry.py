@@ -31,6 +31,7 @@ class ModelEntry:
 class DatasetEntry:
     target: str  # "module:function"
     summary: str  # shape and levels, shown by `dulab list` without loading anything
+    files: str = ""  # for file-backed datasets: what --data-dir must hold, shown by `dulab list --dataset`
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -74,13 +75,23 @@ DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry("dulab.data.digits:digits", "1x8x8, 17 levels, 10 classes"),
     "digits_binary": DatasetEntry("dulab.data.digits:digits_binary", "1x8x8, 2 levels, 10 classes"),
     "digits_color": DatasetEntry("dulab.data.digits:digits_color", "3x8x8, 4 levels, 10 classes"),
+    "sprites": DatasetEntry("dulab.data.sprites:sprites", "1x64x64, 2 levels, 3 classes, 5 factors (dSprites-style)"),
+    "photos": DatasetEntry("dulab.data.photos:photos", "3x32x32, 256 levels, held-out photos (needs scikit-image)"),
     "text": DatasetEntry("dulab.data.text:text", "seq_len chars (64), vocab levels"),
     # from files (--data-dir / root=)
-    "mnist": DatasetEntry("dulab.data.files:mnist", "1x28x28, 256 levels, 10 classes (IDX files)"),
-    "fashion_mnist": DatasetEntry("dulab.data.files:fashion_mnist", "1x28x28, 256 levels, 10 classes (IDX files)"),
-    "cifar10": DatasetEntry("dulab.data.files:cifar10", "3x32x32, 256 levels, 10 classes (python batches)"),
-    "image_folder": DatasetEntry("dulab.data.files:image_folder", "CxSxS, 2^bits levels, classes = subfolders"),
-    "npz": DatasetEntry("dulab.data.files:npz", "any, from x (and y) arrays in an .npz file"),
+    "mnist": DatasetEntry("dulab.data.files:mnist", "1x28x28, 256 levels, 10 classes (IDX files)",
+                          "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                          "t10k-labels-idx1-ubyte (plain or .gz; also in raw/ or MNIST/raw/)"),
+    "fashion_mnist": DatasetEntry("dulab.data.files:fashion_mnist", "1x28x28, 256 levels, 10 classes (IDX files)",
+                                  "the four IDX files named as for mnist (plain or .gz; also in raw/ or "
+                                  "FashionMNIST/raw/)"),
+    "cifar10": DatasetEntry("dulab.data.files:cifar10", "3x32x32, 256 levels, 10 classes (python batches)",
+                            "cifar-10-batches-py/ with data_batch_1..data_batch_5 and test_batch"),
+    "image_folder": DatasetEntry("dulab.data.files:image_folder", "CxHxW, 2^bits levels, classes = subfolders",
+                                 "CLASS/*.png|jpg|jpeg (one subfolder per class) or *.png|jpg|jpeg (no labels)"),
+    "npz": DatasetEntry("dulab.data.files:npz", "any, from x (and y) arrays in an .npz file",
+                        "one .npz with x (or arr_0) and optional y, or x_train/x_test (and y_train/y_test); "
+                        "or --data-option path=FILE.npz"),
 }
 
 

@@ -411,7 +411,7 @@ def test_image_folder_grey_bits_and_fraction_options(image_tree):
     ds = load_dataset("image_folder", root=str(image_tree), size="6", channels="1", bits="2",
                       test_fraction="0.5")
     assert ds.spec.shape == (1, 6, 6) and ds.spec.num_levels == 4 and int(ds.x.max()) <= 3
-    assert len(ds) == 5 and len(load_dataset("image_folder", split="test", root=str(image_tree),
+    assert len(ds) == 5 and len(load_dataset("image_folder", split="test", root=str(image_tree), size=6,
                                              test_fraction=0.5)) == 6
 
 
@@ -441,7 +441,42 @@ def test_image_folder_problems_raise_user_errors(tmp_path, problem):
     assert "\n" not in str(info.value)
 
 
+def test_image_folder_infers_grey_channels_and_size_from_the_images(tmp_path):
+    for i in range(4):
+        _write_png(tmp_path / f"{i}.png", i * 60, size=(16, 16), mode="L")
+    ds = files.image_folder(root=str(tmp_path))
+    assert ds.spec.shape == (1, 16, 16) and ds.x.shape[1:] == (1, 16, 16)
+    assert ds.spec.describe() == "1x16x16 discrete, 256 levels"
+    assert ds.info["inferred"] == {"size": (16, 16), "channels": 1}
+    assert sorted(torch.cat([ds.x, files.image_folder("test", root=str(tmp_path)).x])[:, 0, 0, 0].tolist()) == [
+        0, 60, 120, 180]  # the grey levels written, unresized
+    given = files.image_folder(root=str(tmp_path), size=8, channels=3)
+    assert given.spec.shape == (3, 8, 8) and given.info["inferred"] == {}
+
+
+def test_image_folder_keeps_a_common_non_square_size_and_infers_colour(image_tree):
+    (image_tree / "red" / "extra.jpg").unlink()  # the one 16x16 image; the PNGs are 10 wide, 12 high
+    ds = files.image_folder(root=str(image_tree))
+    assert ds.spec.shape == (3, 12, 10) and ds.info["inferred"] == {"size": (12, 10), "channels": 3}
+
+
+def test_image_folder_with_mixed_sizes_says_which_option_to_set(image_tree):
+    with pytest.raises(ValueError, match=r"different sizes .*size=N") as info:
+        files.image_folder(root=str(image_tree))  # 12x10 PNGs and one 16x16 JPEG
+    assert "\n" not in str(info.value) and "12x10" in str(info.value) and "16x16" in str(info.value)
+    assert files.image_folder(root=str(image_tree), size=8).spec.shape == (3, 8, 8)  # the option fixes it
+
+
 # -------------------------------------------------------------------------------------------------------- npz
+
+
+def test_a_file_that_is_not_a_zip_archive_is_called_not_an_npz_file(tmp_path):
+    path = tmp_path / "data.npz"
+    for content in (b"PK not really", b"x,y\n1,2\n", b""):
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match="is not an .npz file") as info:
+            files.npz(path=str(path))
+        assert "pickle" not in str(info.value)
 
 
 def test_npz_with_x_and_y_is_split_deterministically(tmp_path):
@@ -495,3 +530,14 @@ def test_npz_problems_raise_user_errors(tmp_path, problem):
     assert "\n" not in str(info.value)
     if problem == "no_x":
         assert "features" in str(info.value)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("mnist", "train-images-idx3-ubyte"), ("cifar10", "data_batch_1"),
+                                                ("image_folder", "subfolder per class"), ("npz", "x_train"),
+                                                ("fashion_mnist", "IDX files")])
+def test_dulab_list_says_which_files_data_dir_must_hold(capsys, name, expected):
+    from dulab.cli import main
+
+    assert main(["list", "--dataset", name]) == 0
+    out = capsys.readouterr().out
+    assert "--data-dir" in out and expected in out

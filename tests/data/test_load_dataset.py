@@ -28,9 +28,16 @@ EMBEDDED = {
     "digits": ((1, 8, 8), "discrete", 17, 10, 1437, 360),
     "digits_binary": ((1, 8, 8), "discrete", 2, 10, 1437, 360),
     "digits_color": ((3, 8, 8), "discrete", 4, 10, 1437, 360),
+    "sprites": ((1, 64, 64), "discrete", 2, 3, 5000, 1000),  # num_samples=6000, the test split the last sixth
+    "photos": ((3, 32, 32), "discrete", 256, None, 5000, 5000),  # num_crops=5000 in each split
     "text": None,
 }
 FROM_FILES = ["mnist", "fashion_mnist", "cifar10", "image_folder", "npz"]
+
+
+def _needs_extras(name):
+    if name == "photos":  # an optional extra: pip install 'dulab[photos]' (make test installs it)
+        pytest.importorskip("skimage")
 
 
 def test_every_registered_dataset_is_covered_here():
@@ -54,6 +61,7 @@ def test_builder_signature_follows_the_convention(name):
 
 @pytest.mark.parametrize("name", [n for n in EMBEDDED if EMBEDDED[n]])
 def test_spec_split_sizes_dtypes_and_ranges(name):
+    _needs_extras(name)
     shape, kind, levels, classes, n_train, n_test = EMBEDDED[name]
     train, test = load_dataset(name), load_dataset(name, split="test")
     for ds, n in ((train, n_train), (test, n_test)):
@@ -80,6 +88,7 @@ def test_spec_split_sizes_dtypes_and_ranges(name):
 
 @pytest.mark.parametrize("name", [n for n in EMBEDDED])
 def test_loading_twice_gives_equal_data_even_after_the_first_copy_is_changed(name):
+    _needs_extras(name)
     a = load_dataset(name)
     expected = a.x.clone()
     a.x.zero_()  # must not reach the cache

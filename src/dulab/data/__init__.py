@@ -1,4 +1,5 @@
-"""Datasets: embedded (procedural toys, digits, shapes, text) and from files (IDX, CIFAR-10, image folders, npz)."""
+"""Datasets: embedded (procedural toys, digits, shapes, sprites, photos, text) and from files (IDX, CIFAR-10, image
+folders, npz)."""
 
 from __future__ import annotations
 

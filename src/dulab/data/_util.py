@@ -11,7 +11,8 @@ import torch
 from dulab.data.base import TensorDataset, split_indices
 from dulab.errors import UserError
 
-__all__ = ["check_split", "require", "positional_range", "shuffled_split", "readonly", "tensor"]
+__all__ = ["check_split", "require", "positional_range", "shuffled_split", "readonly", "tensor",
+           "keep_labels_per_class"]
 
 
 def check_split(split: str, name: str) -> None:
@@ -63,3 +64,40 @@ def readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 def tensor(array: np.ndarray, index=slice(None), dtype: torch.dtype | None = None) -> torch.Tensor:
     """A fresh tensor copied from ``array[index]`` (never a view of a cached array)."""
     return torch.tensor(np.ascontiguousarray(array[index]), dtype=dtype)
+
+
+def keep_labels_per_class(ds: TensorDataset, labels_per_class: int | None, split: str,
+                          seed: int = 0) -> TensorDataset:
+    """``ds`` with only ``labels_per_class`` labels per class kept in the train split, the others set to -1.
+
+    For semi-supervised learning. The kept examples are drawn per class with a ``torch.Generator`` seeded by
+    ``seed`` (the same choice on every platform); the test split and ``labels_per_class=None`` return ``ds``
+    unchanged. ``spec.num_classes`` stays; ``info["labels_per_class"]`` records ``N``.
+
+    Args:
+        ds: a labelled dataset, labels ``(N,)`` in ``{0..K-1}``.
+        labels_per_class: labels to keep per class, ``1 <= N <= `` the smallest class count, or ``None``.
+        split: ``"train"`` or ``"test"``.
+        seed: seed of the choice of labelled examples.
+    Returns:
+        A ``TensorDataset`` sharing ``ds.x``, with labels ``(N,)`` in ``{-1, 0..K-1}``.
+    """
+    if labels_per_class is None or split != "train":
+        return ds
+    require(ds.y is not None, f"{ds.name}: labels_per_class needs labels, and this data set has none")
+    require(labels_per_class >= 1, f"{ds.name}: labels_per_class must be >= 1, got {labels_per_class}")
+    y = ds.y
+    classes, counts = torch.unique(y[y >= 0], return_counts=True)
+    smallest = int(counts.argmin())
+    require(labels_per_class <= int(counts[smallest]),
+            f"{ds.name}: labels_per_class={labels_per_class} exceeds the smallest class count of the train split "
+            f"(class {int(classes[smallest])} has {int(counts[smallest])} examples)")
+    g = torch.Generator().manual_seed(seed)
+    kept = torch.full_like(y, -1)
+    for c in classes.tolist():
+        members = torch.nonzero(y == c).flatten()
+        chosen = members[torch.randperm(len(members), generator=g)[:labels_per_class]]
+        kept[chosen] = c
+    info = dict(ds.info, labels_per_class=labels_per_class)
+    return TensorDataset(ds.x, kept, ds.spec, name=ds.name, true_log_prob=ds.true_log_prob, info=info,
+                         factors=ds.factors)

@@ -81,10 +81,15 @@ class TensorDataset(torch.utils.data.Dataset):
         name: dataset name, for messages and run configs.
         true_log_prob: optional closed-form log density (nats) of the generating distribution, ``x -> Tensor[B]``.
         info: free-form extras (e.g. ``vocab`` for text, ``true_pmf`` for discrete toys).
+        factors: optional generating factors ``(N, F)`` int64 (e.g. ``sprites``); kept as ``ds.factors`` and
+            ``ds.info["factors"]``, and carried by ``subset``.
+        extras: named per-example tensors ``{name: (N, ...)}`` that reach training tasks as ``batch[name]``
+            (a paired target image, a domain label, ...); carried by ``subset``.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor | None, spec: DataSpec, *, name: str = "array",
-                 true_log_prob: Callable[[torch.Tensor], torch.Tensor] | None = None, info: dict | None = None):
+                 true_log_prob: Callable[[torch.Tensor], torch.Tensor] | None = None, info: dict | None = None,
+                 factors: torch.Tensor | None = None, extras: dict | None = None):
         if tuple(x.shape[1:]) != spec.shape:
             raise UserError(f"{name}: examples have shape {tuple(x.shape[1:])}, spec says {spec.shape}")
         if spec.kind == "discrete":
@@ -98,6 +103,18 @@ class TensorDataset(torch.utils.data.Dataset):
         self.x, self.y, self.spec, self.name = x, y, spec, name
         self.true_log_prob = true_log_prob
         self.info = dict(info or {})
+        if factors is not None:
+            factors = factors.long()
+            if len(factors) != len(x):
+                raise UserError(f"{name}: {len(x)} examples but {len(factors)} rows of factors")
+            self.info["factors"] = factors
+        self.factors = factors
+        self.extras = {}
+        for k, v in (extras or {}).items():
+            v = torch.as_tensor(v)
+            if len(v) != len(x):
+                raise UserError(f"{name}: {len(x)} examples but {len(v)} rows of {k!r}")
+            self.extras[k] = v
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -113,7 +130,9 @@ class TensorDataset(torch.utils.data.Dataset):
     def subset(self, index) -> TensorDataset:
         index = torch.as_tensor(index, dtype=torch.long)
         return TensorDataset(self.x[index], None if self.y is None else self.y[index], self.spec, name=self.name,
-                             true_log_prob=self.true_log_prob, info=self.info)
+                             true_log_prob=self.true_log_prob, info=self.info,
+                             factors=None if self.factors is None else self.factors[index],
+                             extras={k: v[index] for k, v in self.extras.items()})
 
     def __repr__(self) -> str:
         return f"TensorDataset({self.name!r}, n={len(self)}, {self.spec.describe()})"

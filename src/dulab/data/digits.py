@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dulab.data._util import check_split, readonly, require
+from dulab.data._util import check_split, keep_labels_per_class, readonly, require
 from dulab.data.base import DataSpec, TensorDataset, split_indices
 from dulab.data.preprocess import binarize
 from dulab.errors import UserError
@@ -71,12 +71,16 @@ def _labels(split: str, name: str) -> torch.Tensor:
     return torch.from_numpy(labels.copy())[_split_index(split, name, len(labels))]
 
 
-def digits(split: str = "train", root: str | None = None) -> TensorDataset:
+def digits(split: str = "train", root: str | None = None, *, labels_per_class: int | None = None,
+           label_seed: int = 0) -> TensorDataset:
     """scikit-learn's 8x8 digits with their 17 grey levels.
 
     Args:
         split: ``"train"`` (1437 images) or ``"test"`` (360 images).
         root: unused (embedded data).
+        labels_per_class: keep this many labels per class in the train split, the others -1 (semi-supervised;
+            the test split keeps every label).
+        label_seed: seed of the choice of kept labels.
     Returns:
         ``(N, 1, 8, 8)`` int64 in ``[0, 17)``; labels ``(N,)`` in {0..9}.
     """
@@ -84,22 +88,28 @@ def digits(split: str = "train", root: str | None = None) -> TensorDataset:
     index = _split_index(split, "digits", len(images))
     x = torch.from_numpy(images.copy())[index].unsqueeze(1)  # (N, 8, 8) -> (N, 1, 8, 8)
     spec = DataSpec((1, 8, 8), "discrete", _NUM_LEVELS, 10)
-    return TensorDataset(x, _labels(split, "digits"), spec, name="digits")
+    ds = TensorDataset(x, _labels(split, "digits"), spec, name="digits")
+    return keep_labels_per_class(ds, labels_per_class, split, label_seed)
 
 
-def digits_binary(split: str = "train", root: str | None = None) -> TensorDataset:
+def digits_binary(split: str = "train", root: str | None = None, *, labels_per_class: int | None = None,
+                  label_seed: int = 0) -> TensorDataset:
     """The 8x8 digits binarised: a pixel is 1 where its grey level is >= 8 (of 16), else 0.
 
     Args:
         split: ``"train"`` (1437 images) or ``"test"`` (360 images).
         root: unused (embedded data).
+        labels_per_class: keep this many labels per class in the train split, the others -1 (semi-supervised;
+            the test split keeps every label).
+        label_seed: seed of the choice of kept labels.
     Returns:
         ``(N, 1, 8, 8)`` int64 in {0, 1}; labels ``(N,)`` in {0..9}.
     """
     grey = digits(split)
     x = binarize(grey.x, _NUM_LEVELS, threshold=0.5)  # v / 16 >= 0.5  <=>  v >= 8
     spec = DataSpec((1, 8, 8), "discrete", 2, 10)
-    return TensorDataset(x, grey.y, spec, name="digits_binary")
+    ds = TensorDataset(x, grey.y, spec, name="digits_binary")
+    return keep_labels_per_class(ds, labels_per_class, split, label_seed)
 
 
 @functools.lru_cache(maxsize=8)
@@ -122,7 +132,8 @@ def _colour(seed: int) -> np.ndarray:
     return readonly(np.floor(value + 0.5).astype(np.int64))[0]  # round half up, the same on every platform
 
 
-def digits_color(split: str = "train", root: str | None = None, *, seed: int = 0) -> TensorDataset:
+def digits_color(split: str = "train", root: str | None = None, *, seed: int = 0,
+                 labels_per_class: int | None = None, label_seed: int = 0) -> TensorDataset:
     """The 8x8 digits in colour: each image gets a random foreground and background colour from ``{0..3}^3``
     (different from each other), and pixel = ``round(bg + t * (fg - bg))`` per channel with
     ``t = value / 16``.
@@ -131,6 +142,9 @@ def digits_color(split: str = "train", root: str | None = None, *, seed: int = 0
         split: ``"train"`` (1437 images) or ``"test"`` (360 images), the same images as ``digits``.
         root: unused (embedded data).
         seed: seed of the colour draw.
+        labels_per_class: keep this many labels per class in the train split, the others -1 (semi-supervised;
+            the test split keeps every label).
+        label_seed: seed of the choice of kept labels.
     Returns:
         ``(N, 3, 8, 8)`` int64 in ``[0, 4)``; labels ``(N,)`` in {0..9}.
     """
@@ -138,4 +152,5 @@ def digits_color(split: str = "train", root: str | None = None, *, seed: int = 0
     images = _colour(seed)
     x = torch.from_numpy(images.copy())[_split_index(split, "digits_color", len(images))]
     spec = DataSpec((3, 8, 8), "discrete", _COLOR_LEVELS, 10)
-    return TensorDataset(x, _labels(split, "digits_color"), spec, name="digits_color")
+    ds = TensorDataset(x, _labels(split, "digits_color"), spec, name="digits_color")
+    return keep_labels_per_class(ds, labels_per_class, split, label_seed)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dulab.data import preprocess
-from dulab.data._util import check_split, require, shuffled_split
+from dulab.data._util import check_split, keep_labels_per_class, require, shuffled_split
 from dulab.data.base import DataSpec, TensorDataset, from_array
 from dulab.errors import UserError
 
@@ -189,7 +189,7 @@ def _find_idx(root: Path, filename: str, folder: str) -> Path | None:
 
 
 def _idx_dataset(name: str, split: str, root, bits: int, binarize: bool, download: bool, digests: dict,
-                 mirrors: tuple, folder: str) -> TensorDataset:
+                 mirrors: tuple, folder: str, labels_per_class: int | None, label_seed: int) -> TensorDataset:
     check_split(split, name)
     _check_bits(bits, name)
     require(not (binarize and bits != 8), f"{name}: give either bits or binarize, not both")
@@ -219,11 +219,12 @@ def _idx_dataset(name: str, split: str, root, bits: int, binarize: bool, downloa
     else:
         x, levels = preprocess.quantize(x, 256, bits), 2**bits
     spec = DataSpec(tuple(x.shape[1:]), "discrete", levels, 10)
-    return TensorDataset(x, torch.from_numpy(labels.astype(np.int64)), spec, name=name)
+    ds = TensorDataset(x, torch.from_numpy(labels.astype(np.int64)), spec, name=name)
+    return keep_labels_per_class(ds, labels_per_class, split, label_seed)
 
 
 def mnist(split: str = "train", root: str | None = None, *, bits: int = 8, binarize: bool = False,
-          download: bool = False) -> TensorDataset:
+          download: bool = False, labels_per_class: int | None = None, label_seed: int = 0) -> TensorDataset:
     """MNIST handwritten digits from the four IDX files in ``root``.
 
     ``root`` holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
@@ -236,15 +237,18 @@ def mnist(split: str = "train", root: str | None = None, *, bits: int = 8, binar
         bits: keep ``2**bits`` grey levels (1..8).
         binarize: 1 where the grey level is >= 128, else 0 (2 levels; leave ``bits`` at 8).
         download: fetch missing files into ``root`` and check their SHA-256 (needs network access).
+        labels_per_class: keep this many labels per class in the train split, the others -1 (semi-supervised;
+            the test split keeps every label).
+        label_seed: seed of the choice of kept labels.
     Returns:
         ``(N, 1, 28, 28)`` int64 in ``[0, 2**bits)``; labels ``(N,)`` in {0..9}.
     """
     return _idx_dataset("mnist", split, root, bits, binarize, download, _MNIST_SHA256, _MNIST_MIRRORS,
-                        "MNIST")
+                        "MNIST", labels_per_class, label_seed)
 
 
 def fashion_mnist(split: str = "train", root: str | None = None, *, bits: int = 8, binarize: bool = False,
-                  download: bool = False) -> TensorDataset:
+                  download: bool = False, labels_per_class: int | None = None, label_seed: int = 0) -> TensorDataset:
     """Fashion-MNIST (Zalando article images) from the four IDX files in ``root``, laid out as for ``mnist``
     (``root/FashionMNIST/raw`` is searched too).
 
@@ -254,11 +258,14 @@ def fashion_mnist(split: str = "train", root: str | None = None, *, bits: int = 
         bits: keep ``2**bits`` grey levels (1..8).
         binarize: 1 where the grey level is >= 128, else 0 (2 levels; leave ``bits`` at 8).
         download: fetch missing files into ``root`` and check their SHA-256 (needs network access).
+        labels_per_class: keep this many labels per class in the train split, the others -1 (semi-supervised;
+            the test split keeps every label).
+        label_seed: seed of the choice of kept labels.
     Returns:
         ``(N, 1, 28, 28)`` int64 in ``[0, 2**bits)``; labels ``(N,)`` in {0..9}.
     """
     return _idx_dataset("fashion_mnist", split, root, bits, binarize, download, _FASHION_SHA256,
-                        _FASHION_MIRRORS, "FashionMNIST")
+                        _FASHION_MIRRORS, "FashionMNIST", labels_per_class, label_seed)
 
 
 # --------------------------------------------------------------------------------------------------- CIFAR-10
@@ -380,7 +387,7 @@ def _cifar_folder(root: Path) -> Path | None:
 
 
 def cifar10(split: str = "train", root: str | None = None, *, bits: int = 8,
-            download: bool = False) -> TensorDataset:
+            download: bool = False, labels_per_class: int | None = None, label_seed: int = 0) -> TensorDataset:
     """CIFAR-10 from its python batches: ``root/cifar-10-batches-py/{data_batch_1..5, test_batch}`` (or
     ``root`` itself being that folder).
 
@@ -390,6 +397,9 @@ def cifar10(split: str = "train", root: str | None = None, *, bits: int = 8,
         bits: keep ``2**bits`` levels per channel (1..8).
         download: fetch and unpack ``cifar-10-python.tar.gz`` into ``root`` (SHA-256 checked) when files are
             missing.
+        labels_per_class: keep this many labels per class in the train split, the others -1 (semi-supervised;
+            the test split keeps every label).
+        label_seed: seed of the choice of kept labels.
     Returns:
         ``(N, 3, 32, 32)`` int64 in ``[0, 2**bits)``; labels ``(N,)`` in {0..9}.
     """
@@ -414,7 +424,8 @@ def cifar10(split: str = "train", root: str | None = None, *, bits: int = 8,
     labels = np.concatenate([b[1] for b in batches])
     x = preprocess.quantize(torch.from_numpy(images), 256, bits)
     spec = DataSpec((3, 32, 32), "discrete", 2**bits, 10)
-    return TensorDataset(x, torch.from_numpy(labels), spec, name=name)
+    ds = TensorDataset(x, torch.from_numpy(labels), spec, name=name)
+    return keep_labels_per_class(ds, labels_per_class, split, label_seed)
 
 
 # ------------------------------------------------------------------------------------------------ image
@@ -425,15 +436,29 @@ def _images_in(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """``((height, width), PIL mode)`` of an image, read from its header without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return (im.size[1], im.size[0]), im.mode
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UserError(f"image_folder: cannot read image {path}: {e}") from None
+
+
+def _read_image(path: Path, hw: tuple[int, int], channels: int) -> np.ndarray:
     from PIL import Image
 
     resample = getattr(Image, "Resampling", Image).BILINEAR
     try:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), resample)
+            if im.size != (hw[1], hw[0]):
+                im = im.resize((hw[1], hw[0]), resample)
             a = np.asarray(im, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UserError(f"image_folder: cannot read image {path}: {e}") from None
@@ -441,34 +466,42 @@ def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _load_folder(files: tuple, size: int, channels: int) -> np.ndarray:
-    """All images of the listing as ``(N, C, size, size)`` uint8 (cached; the key holds paths and mtimes)."""
-    arrays = np.stack([_read_image(Path(f), size, channels) for f, _mtime, _bytes in files])
+def _load_folder(files: tuple, hw: tuple[int, int], channels: int) -> np.ndarray:
+    """All images of the listing as ``(N, C, H, W)`` uint8 (cached; the key holds paths and mtimes)."""
+    arrays = np.stack([_read_image(Path(f), hw, channels) for f, _mtime, _bytes in files])
     arrays.setflags(write=False)
     return arrays
 
 
-def image_folder(split: str = "train", root: str | None = None, *, size: int = 32, channels: int = 3,
-                 bits: int = 8, test_fraction: float = 0.1) -> TensorDataset:
+def image_folder(split: str = "train", root: str | None = None, *, size: int | None = None,
+                 channels: int | None = None, bits: int = 8, test_fraction: float = 0.1,
+                 labels_per_class: int | None = None, label_seed: int = 0) -> TensorDataset:
     """Images from ``root/<class>/*.png|jpg|jpeg`` (class labels = sorted subfolder names), or directly from
-    ``root/*.png|jpg|jpeg`` (no labels); resized to ``size x size`` with bilinear filtering.
+    ``root/*.png|jpg|jpeg`` (no labels); resized to ``size x size`` with bilinear filtering when ``size`` is
+    given, else kept at their own size (which must then be the same for all).
+
+    What was inferred from the images (``size`` and ``channels`` left at ``None``) is in ``info["inferred"]``,
+    e.g. ``{"size": (16, 16), "channels": 1}``.
 
     Args:
         split: ``"train"`` or ``"test"``: a deterministic shuffle (seed 0) cut at ``test_fraction``.
         root: the folder.
-        size: output height and width in pixels.
-        channels: 3 (RGB) or 1 (greyscale).
+        size: output height and width in pixels; ``None``: the images' own height and width.
+        channels: 3 (RGB) or 1 (greyscale); ``None``: 1 when every image is greyscale, else 3.
         bits: keep ``2**bits`` levels per channel (1..8).
         test_fraction: share of the images in the test split (at least one image in each split).
+        labels_per_class: keep this many labels per class in the train split, the others -1 (needs class
+            subfolders; the test split keeps every label).
+        label_seed: seed of the choice of kept labels.
     Returns:
-        ``(N, channels, size, size)`` int64 in ``[0, 2**bits)``; labels ``(N,)`` (the class folder's index in
-        ``info["classes"]``) or ``None``.
+        ``(N, channels, H, W)`` int64 in ``[0, 2**bits)`` (``H = W = size`` when given); labels ``(N,)``
+        (the class folder's index in ``info["classes"]``) or ``None``.
     """
     name = "image_folder"
     check_split(split, name)
     _check_bits(bits, name)
-    require(channels in (1, 3), f"{name}: channels must be 1 or 3, got {channels}")
-    require(1 <= size <= 1024, f"{name}: size must be in 1..1024, got {size}")
+    require(channels in (1, 3, None), f"{name}: channels must be 1 or 3, got {channels}")
+    require(size is None or 1 <= size <= 1024, f"{name}: size must be in 1..1024, got {size}")
     root = _need_root(root, name, "class subfolders of .png/.jpg images (or the images themselves)")
     if not root.is_dir():
         raise UserError(f"{name}: {root} is not a folder")
@@ -484,13 +517,29 @@ def image_folder(split: str = "train", root: str | None = None, *, size: int = 3
         listing = [(p, -1) for p in loose]
     if not listing:
         raise UserError(f"{name}: no .png/.jpg/.jpeg images in {root} or its subfolders")
+    inferred = {}
+    if size is None or channels is None:
+        headers = [_image_header(p) for p, _ in listing]
+        if size is None:
+            (h, w), first = headers[0][0], listing[0][0]
+            other = next(((hw, p) for (hw, _), (p, _) in zip(headers, listing) if hw != (h, w)), None)
+            if other is not None:
+                (h2, w2), path = other
+                raise UserError(f"{name}: the images have different sizes ({h}x{w} in {first}, {h2}x{w2} in {path});"
+                                f" pass size=N (CLI: --data-option size=N) to resize all of them to NxN")
+            inferred["size"] = headers[0][0]
+        if channels is None:
+            channels = 1 if all(mode in _GREY_MODES for _, mode in headers) else 3
+            inferred["channels"] = channels
+    hw = (size, size) if size is not None else inferred["size"]
     stats = tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p, _ in listing)
-    images = _load_folder(stats, size, channels)
+    images = _load_folder(stats, hw, channels)
     x = preprocess.quantize(torch.from_numpy(images.copy()), 256, bits)
     y = torch.tensor([i for _, i in listing], dtype=torch.long) if classes else None
-    spec = DataSpec((channels, size, size), "discrete", 2**bits, len(classes) if classes else None)
-    ds = TensorDataset(x, y, spec, name=name, info={"classes": [d.name for d in classes]})
-    return shuffled_split(ds, split, test_fraction, seed=0)
+    spec = DataSpec((channels, *hw), "discrete", 2**bits, len(classes) if classes else None)
+    ds = TensorDataset(x, y, spec, name=name, info={"classes": [d.name for d in classes], "inferred": inferred})
+    return keep_labels_per_class(shuffled_split(ds, split, test_fraction, seed=0), labels_per_class, split,
+                                 label_seed)
 
 
 # -------------------------------------------------------------------------------------------------------- npz
@@ -513,7 +562,8 @@ def _npz_path(root, path: str | None, file: str | None) -> Path:
 
 
 def npz(split: str = "train", root: str | None = None, *, path: str | None = None, file: str | None = None,
-        num_levels: int | None = None, test_fraction: float = 0.1) -> TensorDataset:
+        num_levels: int | None = None, test_fraction: float = 0.1, labels_per_class: int | None = None,
+        label_seed: int = 0) -> TensorDataset:
     """Arrays from a numpy ``.npz`` file, interpreted as by ``from_array``.
 
     The file holds ``x`` (or ``arr_0``, as written by ``np.savez(f, array)``) ``(N, *event)`` and optionally
@@ -529,6 +579,9 @@ def npz(split: str = "train", root: str | None = None, *, path: str | None = Non
         file: the file name inside ``root`` (needed when ``root`` holds several ``.npz`` files).
         num_levels: number of levels of discrete data.
         test_fraction: share of the examples in the test split when the file has no split of its own.
+        labels_per_class: keep this many labels per class in the train split, the others -1 (needs ``y``;
+            the test split keeps every label).
+        label_seed: seed of the choice of kept labels.
     Returns:
         A ``TensorDataset`` with the file's event shape.
     """
@@ -537,6 +590,15 @@ def npz(split: str = "train", root: str | None = None, *, path: str | None = Non
     source = _npz_path(root, path, file)
     if not source.is_file():
         raise UserError(f"npz: file {source} not found")
+    try:
+        with open(source, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise UserError(f"npz: cannot read {source}: {e}") from None
+    if magic == b"\x93NUMPY":
+        raise UserError(f"npz: {source} holds a single .npy array, not an .npz archive; use np.savez")
+    if magic[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):  # local file header / empty archive
+        raise UserError(f"npz: {source} is not an .npz file (an .npz is a zip archive, as np.savez writes)")
     try:
         loaded = np.load(source, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
@@ -561,9 +623,10 @@ def npz(split: str = "train", root: str | None = None, *, path: str | None = Non
         n_train = len(x_parts[0])
         require(n_train > 0 and len(x_parts[1]) > 0, f"npz: x_train and x_test in {source} must be non-empty")
         index = torch.arange(n_train) if split == "train" else torch.arange(n_train, len(x))
-        return ds.subset(index)
+        return keep_labels_per_class(ds.subset(index), labels_per_class, split, label_seed)
     key = "x" if "x" in arrays else "arr_0" if "arr_0" in arrays else None
     if key is None:
         raise UserError(f"npz: {source} has no array 'x' (or 'arr_0'); it holds: {keys}")
     ds = from_array(arrays[key], arrays.get("y"), num_levels, name=name)
-    return shuffled_split(ds, split, test_fraction, seed=0)
+    return keep_labels_per_class(shuffled_split(ds, split, test_fraction, seed=0), labels_per_class, split,
+                                 label_seed)

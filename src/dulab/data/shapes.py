@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from dulab.data._util import positional_range, readonly, require, tensor
+from dulab.data._util import keep_labels_per_class, positional_range, readonly, require, tensor
 from dulab.data.base import DataSpec, TensorDataset
 
 __all__ = ["shapes", "CLASS_NAMES", "TEST_FRACTION"]
@@ -91,7 +91,7 @@ def _generate(size: int, num_samples: int, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def shapes(split: str = "train", root: str | None = None, *, size: int = 20, num_samples: int = 6000,
-           seed: int = 0) -> TensorDataset:
+           seed: int = 0, labels_per_class: int | None = None, label_seed: int = 0) -> TensorDataset:
     """Binary images of a filled square, a filled circle, a filled triangle or a thin line.
 
     Args:
@@ -100,6 +100,9 @@ def shapes(split: str = "train", root: str | None = None, *, size: int = 20, num
         size: image height and width in pixels (8..256).
         num_samples: train + test images.
         seed: seed of the draw.
+        labels_per_class: keep this many labels per class in the train split, the others -1 (semi-supervised;
+            the test split keeps every label).
+        label_seed: seed of the choice of kept labels.
     Returns:
         ``(N, 1, size, size)`` int64 in {0, 1}; labels ``(N,)``: 0 square, 1 circle, 2 triangle, 3 line
         (``CLASS_NAMES``).
@@ -110,5 +113,6 @@ def shapes(split: str = "train", root: str | None = None, *, size: int = 20, num
     images, labels = _generate(size, num_samples, seed)
     part = positional_range(num_samples, split, TEST_FRACTION, "shapes")
     spec = DataSpec((1, size, size), "discrete", 2, len(CLASS_NAMES))
-    return TensorDataset(tensor(images, part), tensor(labels, part), spec, name="shapes",
-                         info={"class_names": CLASS_NAMES})
+    ds = TensorDataset(tensor(images, part), tensor(labels, part), spec, name="shapes",
+                       info={"class_names": CLASS_NAMES})
+    return keep_labels_per_class(ds, labels_per_class, split, label_seed)

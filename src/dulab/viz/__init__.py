@@ -21,7 +21,7 @@ __all__ = ["save_samples", "save_curves", "image_grid", "draw_samples", "save_im
 def save_image_grid(x: torch.Tensor, path, num_levels: int | None = None, nrow: int | None = None) -> Path:
     import io
 
-    from dulab.training.checkpoint import atomic_write_bytes
+    from dulab.files import atomic_write_bytes
 
     buf = io.BytesIO()
     image_grid(x, num_levels, nrow=nrow).save(buf, format="PNG")
@@ -105,7 +105,7 @@ def save_samples(model, dataset, path, *, num_samples: int = 64, generator: torc
 
 def save_curves(run_dir) -> Path | None:
     """Redraw ``curves.png`` in a run directory from ``steps.jsonl`` and ``metrics.jsonl``."""
-    from dulab.training.checkpoint import read_jsonl
+    from dulab.files import read_jsonl
 
     run_dir = Path(run_dir)
     steps, evals = read_jsonl(run_dir / "steps.jsonl"), read_jsonl(run_dir / "metrics.jsonl")

@@ -18,7 +18,7 @@ __all__ = ["plot_pmf_1d", "plot_discrete_2d", "plot_density_2d", "plot_curves", 
 def _save(fig, path) -> Path:
     import io
 
-    from dulab.training.checkpoint import atomic_write_bytes
+    from dulab.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -32,8 +32,9 @@ def plot_pmf_1d(path, data: torch.Tensor, num_levels: int, model_pmf: np.ndarray
     """Bars of the data frequencies, the model's pmf (line) and a histogram of model samples."""
     k = np.arange(num_levels)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    freq = np.bincount(data.reshape(-1).cpu().numpy(), minlength=num_levels) / data.numel()
-    axes[0].bar(k, freq, color="#9ecae1", label="training data")
+    if data.numel():  # a run sampled without its data has none to show
+        freq = np.bincount(data.reshape(-1).cpu().numpy(), minlength=num_levels) / data.numel()
+        axes[0].bar(k, freq, color="#9ecae1", label="training data")
     if true_pmf is not None:
         axes[0].plot(k, true_pmf, "k--", lw=1, label="true pmf")
     if model_pmf is not None:
@@ -56,7 +57,7 @@ def plot_discrete_2d(path, data: torch.Tensor, num_levels: int, model_pmf: np.nd
         np.add.at(h, (v[:, 0].cpu().numpy(), v[:, 1].cpu().numpy()), 1)
         return h / max(1, len(v))
 
-    panels = [("training data", counts(data))]
+    panels = [("training data", counts(data))] if len(data) else []
     if true_pmf is not None:
         panels.append(("true pmf", true_pmf))
     if model_pmf is not None:
@@ -75,17 +76,18 @@ def plot_discrete_2d(path, data: torch.Tensor, num_levels: int, model_pmf: np.nd
 def plot_density_2d(path, data: torch.Tensor, samples: torch.Tensor, log_prob_fn=None, extent=None,
                     resolution: int = 160) -> Path:
     """Continuous 2-D: data scatter, model samples, and the model density on a grid."""
-    d = data.cpu().numpy()
     s = samples.detach().cpu().float().numpy()
+    d = data.cpu().numpy() if len(data) else np.empty((0, 2))
     if extent is None:
-        lo, hi = np.percentile(d, 0.5, axis=0), np.percentile(d, 99.5, axis=0)
+        d_or_s = d if len(d) else s
+        lo, hi = np.percentile(d_or_s, 0.5, axis=0), np.percentile(d_or_s, 99.5, axis=0)
         pad = 0.15 * (hi - lo) + 1e-3
         extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
     n_panels = 3 if log_prob_fn is not None else 2
     fig, axes = plt.subplots(1, n_panels, figsize=(3.6 * n_panels, 3.6))
     kw = dict(s=2, alpha=0.4, rasterized=True)
     axes[0].scatter(d[:5000, 0], d[:5000, 1], color="C0", **kw)
-    axes[0].set_title("data")
+    axes[0].set_title("data" if len(d) else "data (not available)")
     axes[1].scatter(s[:, 0], s[:, 1], color="C3", **kw)
     axes[1].set_title(f"{len(s)} samples")
     if log_prob_fn is not None:
@@ -112,7 +114,9 @@ def plot_curves(path, steps: list[dict], evals: list[dict], title: str = "") -> 
     if ev:
         ax.plot([r["step"] for r in ev], [r["test_loss"] for r in ev], "o-", color="C3", ms=3, label="test loss")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    # Density models' loss is the NLL per dimension in nats (bits/dim = nats/dim / ln 2).
+    per_dim = any("test_nll" in r for r in evals)
+    ax.set_ylabel("loss (nats per dimension)" if per_dim else "loss")
     finite = [r["loss"] for r in steps if math.isfinite(r["loss"])] + [r["test_loss"] for r in ev]
     if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
         ax.set_yscale("log")

@@ -38,8 +38,8 @@ class GlowConfig(FlowConfig):
 
     Attributes:
         num_steps: steps (actnorm, 1x1 conv, coupling) per level (K).
-        num_levels: levels of the multi-scale architecture on images (L); height and width must be divisible by
-            ``2 ** num_levels``.
+        num_squeezes: scales of the multi-scale architecture on images (the paper's L levels): each squeezes
+            2x2 pixels into channels, so height and width must be divisible by ``2 ** num_squeezes``.
         hidden_sizes: MLP widths of the conditioners (vectors).
         hidden_channels: width of the convolutional conditioners (images).
         num_blocks: residual blocks per convolutional conditioner.
@@ -49,7 +49,7 @@ class GlowConfig(FlowConfig):
     """
 
     num_steps: int = 8
-    num_levels: int = 2
+    num_squeezes: int = 2
     hidden_sizes: tuple[int, ...] = (128, 128)
     hidden_channels: int = 32
     num_blocks: int = 1
@@ -59,7 +59,7 @@ class GlowConfig(FlowConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self._check_positive("num_steps", "num_levels", "hidden_sizes", "hidden_channels", "num_bins")
+        self._check_positive("num_steps", "num_squeezes", "hidden_sizes", "hidden_channels", "num_bins")
         if self.num_blocks < 0 or self.tail_bound <= 0:
             raise UserError("num_blocks must be >= 0 and tail_bound > 0")
 
@@ -74,10 +74,15 @@ class Glow(FlowModel):
     def check_spec(cls, spec, config):
         super().check_spec(spec, config)
         if spec.is_image:
-            f = 2 ** config.num_levels
-            if spec.shape[1] % f or spec.shape[2] % f:
-                raise UserError(f"glow with num_levels={config.num_levels} needs height and width divisible by {f},"
-                                f" got {spec.shape[1]}x{spec.shape[2]}; lower num_levels")
+            H, W = spec.shape[1], spec.shape[2]
+            f = 2 ** config.num_squeezes
+            if H % f or W % f:
+                fits = [k for k in range(1, config.num_squeezes) if H % 2**k == 0 and W % 2**k == 0]
+                hint = (f"--set num_squeezes={fits[-1]} fits {H}x{W}" if fits else
+                        f"no num_squeezes fits {H}x{W} (odd); resize the images to a multiple of {f}"
+                        f" (image_folder: --data-option size={(max(H, W) + f - 1) // f * f})")
+                raise UserError(f"glow with num_squeezes={config.num_squeezes} needs height and width divisible by"
+                                f" {f} (e.g. {f * max(1, H // f)}x{f * max(1, W // f)}), got {H}x{W}; {hint}")
         elif spec.num_dims < 2:
             raise UserError("glow needs at least 2 dimensions (a coupling splits them); use cdf_flow or maf")
 
@@ -102,7 +107,7 @@ class Glow(FlowModel):
         C2, H2, W2 = 4 * C, H // 2, W // 2
         layers = [Squeeze()]  # (C, H, W) -> (4C, H/2, W/2)
         layers += [self._step(channel_mask(C2, H2, W2), C2) for _ in range(c.num_steps)]
-        if level < c.num_levels - 1:
+        if level < c.num_squeezes - 1:
             layers.append(FactorOut(self._level(C2 // 2, H2, W2, level + 1)))
         layers.append(Inverse(Squeeze()))
         return Chain(layers)
