@@ -67,14 +67,14 @@ def test_ddp_ranks_hold_identical_weights(ddp_and_single_runs):
 
 def test_two_ranks_of_batch_b_match_one_process_of_batch_2b(ddp_and_single_runs):
     """2 processes x batch 64 == 1 process x batch 128: the all-reduced mean gradient is the gradient of the
-    same 128 examples (see _SMALL), so the weights agree up to float32 summation order. Tolerance 1e-4 on the
-    logits: 20 Adam steps of lr-sized updates, each perturbed at the 1e-7 level by the order of the sums."""
+    same 128 examples (see _SMALL), so the weights agree up to float32 summation order. Tolerance 1e-6 on the
+    logits (|logits| ~ 0.5): measured 8.9e-8 after 20 Adam steps (2 Dec 2026); without the all-reduce 0.16."""
     root, ddp, single = ddp_and_single_runs
     assert single["world_size"] == 1 and single["step"] == ddp["step"] == 20
     a, b = load_weights(root / "ddp" / "model.safetensors"), load_weights(root / "single" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         err = float((a[k].double() - b[k].double()).abs().max())
-        assert err < 1e-4, f"{k}: 2 x 64 and 1 x 128 differ by {err:.2e}"
+        assert err < 1e-6, f"{k}: 2 x 64 and 1 x 128 differ by {err:.2e}"
     init = torch.zeros_like(a["logits"]) if "logits" in a else None
     assert init is None or not torch.equal(a["logits"], init), "training must have moved the weights"

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>, made unique)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--devices", type=int, help="number of devices/processes")
+    t.add_argument("--devices", type=int, help="number of devices/processes per node")
+    t.add_argument("--num-nodes", type=int, help="number of machines (torchrun/SLURM launches)")
     t.add_argument("--strategy", choices=["auto", "ddp"])
     t.add_argument("--precision", choices=["32", "bf16-mixed"])
     t.add_argument("--ema", type=float, dest="ema_decay", metavar="DECAY", help="EMA of weights, e.g. 0.999")
@@ -234,6 +235,7 @@ def cmd_train(args) -> int:
     hparams = parse_assignments(args.sets, "--set")
     train_kw = {k: v for k, v in {
         "batch_size": args.batch_size, "lr": args.lr, "device": args.device, "devices": args.devices,
+        "num_nodes": args.num_nodes,
         "strategy": args.strategy, "precision": args.precision, "ema_decay": args.ema_decay,
         "grad_clip": args.grad_clip, "compile": args.compile, "max_steps": args.max_steps,
         "logger": args.logger}.items() if v is not None}
@@ -282,7 +284,7 @@ def cmd_resume(args) -> int:
         kw["progress"] = False
     if args.device:
         kw["device"] = args.device
-    run = dulab.resume(args.run, epochs=args.epochs, schedule=args.schedule, root=args.data_dir, **kw)
+    run = dulab.resume(args.run, epochs=args.epochs, schedule=args.schedule, root=args.data_dir, verbose=True, **kw)
     return _report(run)
 
 

@@ -46,7 +46,8 @@ class TrainConfig:
         log_every: steps between progress/metric logs (the only host-device synchronisations).
         max_steps: stop (saving a resumable checkpoint) after this many steps in total; None runs all epochs.
         device: ``auto``, ``cpu`` or ``cuda``.
-        devices: number of devices (processes) to use.
+        devices: number of devices (processes) to use per node.
+        num_nodes: number of machines (torchrun / SLURM launches); ``devices * num_nodes`` processes in all.
         strategy: ``auto`` or ``ddp``.
         precision: ``32`` or ``bf16-mixed``.
         compile: wrap the model with ``torch.compile``.
@@ -76,6 +77,7 @@ class TrainConfig:
     max_steps: int | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     devices: int = 1
+    num_nodes: int = 1
     strategy: Literal["auto", "ddp"] = "auto"
     precision: Literal["32", "bf16-mixed"] = "32"
     compile: bool = False
@@ -87,7 +89,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choices(self)
-        for name in ("epochs", "batch_size", "devices", "eval_every", "log_every", "num_samples"):
+        for name in ("epochs", "batch_size", "devices", "num_nodes", "eval_every", "log_every", "num_samples"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:

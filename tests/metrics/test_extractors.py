@@ -47,6 +47,10 @@ def test_shipped_extractor_classifies_its_test_split(name):
     assert accuracy >= FLOORS[name]
     assert feats.shape == (16, FEATURE_DIMS[name]) and feats.shape[1] == model.feature_dim
     assert torch.isfinite(feats).all() and (feats >= 0).all()
+    with torch.no_grad():
+        both = model.features_and_logits(test.x[:16])
+    torch.testing.assert_close(both[0], feats)
+    torch.testing.assert_close(both[1], logits[:16])
 
 
 def test_extractor_is_deterministic_and_independent_of_batching():
@@ -77,7 +81,7 @@ def test_unknown_dataset_is_a_user_error():
         extractor_for("digitz")
 
 
-@pytest.mark.parametrize("name", ["mnist", "cifar10", "image_folder"])
+@pytest.mark.parametrize("name", ["photos", "mnist", "cifar10", "image_folder"])
 def test_data_without_extractor_names_the_options(name):
     with pytest.raises(UserError) as info:
         extractor_for(name)
@@ -117,9 +121,10 @@ def test_inception_key_names_match_the_reference_layout():
     assert state["fc.weight"].shape == (1008, 2048)
     # Widths from the paper's Table 1 / torchvision: 2048 channels into the pool after Mixed_7c.
     assert state["Mixed_7c.branch_pool.conv.weight"].shape == (192, 2048, 1, 1)
-    # ~23.8 M parameters without the auxiliary head (21.8 M conv + 2.06 M fc), as in the pytorch-fid network.
-    assert sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked")) == pytest.approx(
-        23.8e6, rel=0.01)
+    # torchvision documents 27,161,264 parameters for inception_v3 (1000 classes, with the auxiliary head). The
+    # auxiliary head has 3,326,696 (conv0 128x768 + bn, conv1 768x128x5x5 + bn, fc 768x1000 + bias); 8 more
+    # classes add 8 x 2049: 23,850,960 for the FID network.
+    assert sum(p.numel() for p in FIDInceptionV3().parameters()) == 27_161_264 - 3_326_696 + 8 * 2049
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +153,9 @@ def test_inception_random_weights_round_trip(random_inception_file):
     assert feats.shape == (2, 2048) and logits.shape == (2, 1008)
     torch.testing.assert_close(feats, expected)
     torch.testing.assert_close(logits, model.fc(feats))
+    both = model.features_and_logits(x)
+    torch.testing.assert_close(both[0], feats)
+    torch.testing.assert_close(both[1], logits)
 
 
 def test_inception_preprocess_scales_levels_to_unit_range_then_minus_one_one():

@@ -166,3 +166,77 @@ def test_resume_continues_a_run_stopped_by_max_steps(tmp_path):
     run = dulab.resume(tmp_path / "r", data=_data(), eval_data=_data(60, seed=1), progress=False, sample_fn=None)
     assert run.summary["status"] == "completed" and run.summary["step"] == 20
     assert run.summary["epochs_completed"] == 2
+
+
+# ------------------------------------------------------------------ the task's evaluation hook and the batch structure
+
+class _ScoredTask:
+    """Builds a likelihood task whose evaluation returns a scripted score per call (higher is better)."""
+
+    @staticmethod
+    def make(scores, seen):
+        from dulab.training.tasks import MaximumLikelihoodTask
+
+        class Scored(MaximumLikelihoodTask):
+            best_metric, best_mode = "score", "max"
+
+            def evaluate(self, dataset):
+                value = scores[min(len(seen), len(scores) - 1)]
+                seen.append(value)
+                return {"score": value}
+
+            def training_step(self, batch, step):
+                seen_batches.append(batch)
+                return super().training_step(batch, step)
+
+        seen_batches = []
+        Scored.seen_batches = seen_batches
+        return Scored
+
+
+def test_best_checkpoint_follows_the_tasks_metric_and_direction(tmp_path, monkeypatch):
+    from dulab.models.autoregressive.histogram import Histogram
+    from dulab.training.checkpoint import load_weights
+
+    scores, seen = [0.1, 0.9, 0.5, 0.2], []
+    task = _ScoredTask.make(scores, seen)
+    monkeypatch.setattr(Histogram, "task", task)
+    snapshots = {}
+
+    original = task.evaluate
+
+    def evaluate_and_snapshot(self, dataset):
+        out = original(self, dataset)
+        snapshots[len(seen)] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return out
+
+    monkeypatch.setattr(task, "evaluate", evaluate_and_snapshot)
+    run = _train("histogram", tmp_path / "r", epochs=3, lr=0.1)
+    assert [m["test_score"] for m in run.metrics] == scores  # step 0 and three epochs
+    best = load_weights(run.dir / "best.safetensors")
+    assert all(torch.equal(best[k], snapshots[2][k]) for k in best), "best = the weights that scored 0.9 (max)"
+    assert run.summary["best"] == 0.9 and run.summary["best_mode"] == "max"
+
+
+def test_dataset_extras_reach_the_task_in_every_batch(tmp_path, monkeypatch):
+    from dulab.models.autoregressive.histogram import Histogram
+
+    task = _ScoredTask.make([0.0], [])
+    monkeypatch.setattr(Histogram, "task", task)
+    ds = _data()
+    ds.extras["target"] = torch.arange(len(ds)) * 10  # a per-example extra (e.g. a paired image)
+    ds.y[:100] = -1  # unlabelled examples
+    dulab.train("histogram", data=ds, eval_data=_data(60, seed=1), epochs=1, out_dir=tmp_path / "r",
+                progress=False, batch_size=32, sample_fn=None)
+    batches = task.seen_batches
+    assert len(batches) == 10 and all("target" in b for b in batches)
+    index = torch.cat([b["target"] // 10 for b in batches])
+    assert sorted(index.tolist()) == list(range(len(ds))), "every example once per epoch, extras aligned"
+    for b in batches:
+        assert torch.equal(b.x, ds.x[b["target"] // 10]) and torch.equal(b.labelled, ds.y[b["target"] // 10] >= 0)
+
+
+def test_csv_logger_writes_metrics(tmp_path):
+    run = _train("histogram", tmp_path / "r", epochs=1, logger="csv")
+    files = list((run.dir / "logs").rglob("metrics.csv"))
+    assert files and "test_loss" in files[0].read_text().splitlines()[0]

@@ -74,6 +74,12 @@ def test_extension_schedule_is_continuous(schedule):
         assert all(abs(b - a) <= 0.5 + 1e-12 for a, b in zip([last] + steps, steps))
 
 
+def test_restart_reaches_the_peak_even_when_the_extension_is_shorter_than_the_warmup():
+    spe = 10  # a 1-epoch extension (10 steps) of a run configured with 50 warm-up steps
+    ext = lr_schedule(_cfg(epochs=5, warmup_steps=50, extensions=[{"epoch": 4, "schedule": "restart"}]), spe)
+    assert max(ext(s) for s in range(40, 50)) == pytest.approx(1.0)
+
+
 def test_extending_a_finished_run_logs_no_lr_jump(tmp_path):
     run = _hist(tmp_path / "r", epochs=2, lr=0.05, log_every=1)
     dulab.resume(run.dir, epochs=4, progress=False)

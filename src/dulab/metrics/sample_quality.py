@@ -258,8 +258,12 @@ def _extract(extractor, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor,
     feats, logits = [], []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size].to(device)
-        feats.append(extractor.features(xb).float().cpu())
-        logits.append(extractor(xb).float().cpu())
+        if hasattr(extractor, "features_and_logits"):  # one network pass for both (shipped extractors)
+            f, lg = extractor.features_and_logits(xb)
+        else:
+            f, lg = extractor.features(xb), extractor(xb)
+        feats.append(f.float().cpu())
+        logits.append(lg.float().cpu())
     return torch.cat(feats), torch.cat(logits)
 
 
@@ -277,7 +281,8 @@ def sample_quality(samples, reference, *, extractor=None, split: str = "test", g
         generator: source of the KID subsets (default a fixed seed).
         batch_size: examples per extractor call.
         kid_subsets, kid_subset_size, is_splits, k: passed to ``kid``, ``inception_score`` and
-            ``precision_recall``; here ``kid_subset_size`` is clipped to the set sizes without a warning.
+            ``precision_recall``; here ``kid_subset_size`` is clipped to half the smaller set without a warning
+            (subsets as large as a whole set would all be that set, and ``kid_std`` would read 0).
     Returns:
         ``{"fid", "kid", "kid_std", "inception_score", "inception_score_std", "precision", "recall",
         "num_samples", "num_reference"}``; precision and recall treat the reference as real.
@@ -316,7 +321,8 @@ def sample_quality(samples, reference, *, extractor=None, split: str = "test", g
     finally:
         extractor.train(was_training)
     kid_mean, kid_std = kid(f_real, f_fake, num_subsets=kid_subsets,
-                            subset_size=min(kid_subset_size, len(f_real), len(f_fake)), generator=generator)
+                            subset_size=max(2, min(kid_subset_size, len(f_real) // 2, len(f_fake) // 2)),
+                            generator=generator)
     is_mean, is_std = inception_score(logits.double().softmax(1), splits=is_splits)
     precision, recall = precision_recall(f_real, f_fake, k=k)
     result = {"fid": fid(f_real, f_fake), "kid": kid_mean, "kid_std": kid_std, "inception_score": is_mean,

@@ -55,10 +55,11 @@ def make_fabric(train_cfg):
     if accelerator == "auto":
         accelerator = "cuda" if torch.cuda.is_available() else "cpu"
     strategy = train_cfg.strategy
-    if train_cfg.devices > 1 and strategy == "auto":
+    if (train_cfg.devices > 1 or train_cfg.num_nodes > 1) and strategy == "auto":
         strategy = "ddp"
     precision = "32-true" if train_cfg.precision == "32" else train_cfg.precision
-    return Fabric(accelerator=accelerator, devices=train_cfg.devices, strategy=strategy, precision=precision)
+    return Fabric(accelerator=accelerator, devices=train_cfg.devices, num_nodes=train_cfg.num_nodes,
+                  strategy=strategy, precision=precision)
 
 
 def lr_schedule(cfg, steps_per_epoch: int):
@@ -67,7 +68,8 @@ def lr_schedule(cfg, steps_per_epoch: int):
     The base schedule (warm-up, then cosine or constant) spans its epochs; each extension
     (``dulab resume --epochs`` past a finished schedule) starts where the previous part ended and never jumps:
     ``final`` holds the multiplier reached, ``restart`` warms up linearly from it back to 1 over
-    ``max(warmup_steps, 5% of the extension)`` steps, then decays by cosine to ``min_lr_ratio`` over the rest.
+    ``max(warmup_steps, 5% of the extension)`` steps (at most a quarter of the extension), then decays by cosine to
+    ``min_lr_ratio`` over the rest.
     """
     exts = sorted(cfg.extensions, key=lambda e: e["epoch"])
     base_end = (exts[0]["epoch"] if exts else (cfg.schedule_epochs or cfg.epochs)) * steps_per_epoch
@@ -86,7 +88,8 @@ def lr_schedule(cfg, steps_per_epoch: int):
             def part(step, _m=reached):
                 return _m
         else:
-            warm = max(cfg.warmup_steps, math.ceil(0.05 * (end - start)))
+            length = end - start  # warm up over the run's warm-up steps (at least 5%), at most a quarter of it
+            warm = max(1, min(max(cfg.warmup_steps, math.ceil(0.05 * length)), length // 4))
 
             def part(step, _s=start, _e=end, _w=warm, _m=reached):
                 t = step - _s

@@ -275,7 +275,7 @@ def load(run_dir, *, which: str = "auto", device: str = "cpu"):
 
 def resume(run_dir, *, epochs: int | None = None, data: TensorDataset | None = None,
            eval_data: TensorDataset | None = None, root: str | None = None, schedule: str = "restart",
-           sample_fn="default", **overrides) -> Run:
+           sample_fn="default", verbose: bool | None = None, **overrides) -> Run:
     """Continue a run to ``epochs`` epochs in total (default: its configured total), exactly where it stopped.
 
     An interrupted run continues bit for bit. A run whose schedule has finished (or ``epochs`` past the configured
@@ -342,7 +342,8 @@ def resume(run_dir, *, epochs: int | None = None, data: TensorDataset | None = N
         raw["train"] = dataclasses.asdict(config.train)
         raw["data"] = dataclasses.asdict(config.data)
         ckpt.write_json(run_dir / "config.json", raw)
-        if summary.get("status") == "completed" and config.train.progress:
+        (run_dir / "eval.json").unlink(missing_ok=True)  # it described the weights before this resume
+        if summary.get("status") == "completed" and (config.train.progress if verbose is None else verbose):
             ext = config.train.extensions[-1] if config.train.extensions else None
             how = {"restart": "warms up again from the final learning rate, then a new cosine",
                    "final": "holds the final learning rate"}[ext["schedule"]] if ext else ""

@@ -8,6 +8,7 @@ local pytorch-fid / torch-fidelity file. Every returned module takes images exac
 
 - ``forward(x) -> (B, K)`` class logits (softmax of them: the Inception Score's class probabilities),
 - ``features(x) -> (B, F)`` penultimate-layer features (FID, KID, precision/recall),
+- ``features_and_logits(x)``: both from one pass (the logits are a linear map of the features),
 - ``feature_dim`` (F) and ``num_classes`` (K).
 """
 

@@ -89,3 +89,8 @@ class SmallClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, K)`` of ``x`` ``(B, C, H, W)`` (levels, as in ``features``)."""
         return self.head(self.features(x))
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features(x), forward(x))`` from one pass: ``(B, F)`` and ``(B, K)``."""
+        h = self.features(x)
+        return h, self.head(h)

@@ -244,6 +244,11 @@ class FIDInceptionV3(nn.Module):
         """Classifier logits ``(B, 1008)``; softmax gives the class probabilities of the Inception Score."""
         return self.fc(self.features(x))
 
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features(x), forward(x))`` from one pass: ``(B, 2048)`` and ``(B, 1008)``."""
+        h = self.features(x)
+        return h, self.fc(h)
+
 
 def load_fid_weights(path, *, num_levels: int = 256) -> FIDInceptionV3:
     """An ``FIDInceptionV3`` with the weights of a pytorch-fid / torch-fidelity ``.pth`` file, in eval mode.
