@@ -48,7 +48,7 @@ Many processes or nodes: `torchrun --nproc-per-node 2 -m dulab train ... --devic
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dulab", formatter_class=_FMT,
-                description="Train, sample from and evaluate deep unsupervised models.",
+                description="Train, sample from, evaluate and compare deep unsupervised models.",
                 epilog="examples:\n  dulab list\n  dulab train histogram --data discrete1d\n"
                        "  dulab sample runs/histogram-discrete1d -n 1000\n  dulab eval runs/histogram-discrete1d\n"
                        "  dulab resume runs/histogram-discrete1d --epochs 40\n"
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-sample-quality", action="store_true", help="skip FID/KID/IS/precision/recall")
     e.add_argument("--feature-weights", default=None, metavar="PATH",
                    help="local InceptionV3 FID weights (pytorch-fid format) for data without a shipped extractor")
+    e.add_argument("--probe-labels-per-class", type=int, default=None, metavar="N",
+                   help="fit representation probes on N labels per class (few-label probing)")
     e.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("resume", help="continue an interrupted or finished run", formatter_class=_FMT,
@@ -342,7 +344,8 @@ def cmd_eval(args) -> int:
     result = dulab.evaluate(args.run, split=args.split, which=which, root=args.data_dir, device=device,
                             batch_size=args.batch_size, num_samples=args.num_samples, seed=args.seed,
                             sample_quality=False if args.no_sample_quality else None,
-                            feature_weights=args.feature_weights, progress=True)
+                            feature_weights=args.feature_weights, probe_labels_per_class=args.probe_labels_per_class,
+                            progress=True)
     if args.which == "auto":
         result["weights"] = f"{which} (auto)"
     print(format_table(result))

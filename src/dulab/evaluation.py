@@ -51,8 +51,9 @@ def run_dataset(run_dir, split: str = "test", *, root: str | None = None):
 
 def evaluate(model_or_run_dir, data=None, split: str = "test", *, which: str = "auto", root: str | None = None,
              data_options: dict | None = None, sample_quality: bool | None = None, num_samples: int | None = None,
-             probe: bool | None = None, feature_weights: str | None = None, batch_size: int = 256, seed: int = 0,
-             device: str = "cpu", progress: bool = False) -> dict:
+             probe: bool | None = None, probe_labels_per_class: int | None = None,
+             feature_weights: str | None = None, batch_size: int = 256, seed: int = 0, device: str = "cpu",
+             progress: bool = False) -> dict:
     """Evaluate a model (or a run directory) on a dataset split with every metric that applies.
 
     Args:
@@ -67,6 +68,8 @@ def evaluate(model_or_run_dir, data=None, split: str = "test", *, which: str = "
             samples images and an extractor exists for the data).
         num_samples: samples drawn for sample quality (default: the size of the split, at most 1000).
         probe: linear/k-NN probes of ``model.encode`` (``None``: for representation models on labelled data).
+        probe_labels_per_class: fit the probes on only this many labelled training examples per class (the data
+            layer's ``labels_per_class``; the test split keeps every label).
         feature_weights: a local InceptionV3 FID weights file (data without a shipped extractor).
         batch_size: examples per evaluation batch.
         seed: seeds sampling and any randomness of the evaluation.
@@ -94,8 +97,10 @@ def evaluate(model_or_run_dir, data=None, split: str = "test", *, which: str = "
         if data is None:
             if data_options is None:
                 ds = run_dataset(run_dir, split, root=root)
+                data_options = dict(config.data.options)
             else:
                 ds = load_dataset(config.data.name, split, root or config.data.root, **data_options)
+            root = root or config.data.root
             data_name = config.data.name
         else:
             ds = None
@@ -139,7 +144,8 @@ def evaluate(model_or_run_dir, data=None, split: str = "test", *, which: str = "
     if probe is None:
         probe = bool(getattr(model, "is_representation", False)) and labelled and hasattr(model, "encode")
     if probe:
-        result.update(_probes(model, ds, data_name, split, root, data_options, seed, progress))
+        result.update(_probes(model, ds, data_name, split, root, data_options, seed, progress,
+                              probe_labels_per_class))
     return result
 
 
@@ -166,13 +172,16 @@ def _sample_quality(model, ds, data_name, num_samples, feature_weights, seed, pr
     return {k: (float(v) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
 
 
-def _probes(model, ds, data_name, split, root, data_options, seed, progress) -> dict:
+def _probes(model, ds, data_name, split, root, data_options, seed, progress, labels_per_class) -> dict:
     from dulab.data import load_dataset
     from dulab.metrics import probe_suite
 
     if data_name is None:
         raise UserError("probes need the training split of a named dataset (pass data= a dataset name)")
-    train_ds = load_dataset(data_name, "train", root, **(data_options or {}))
+    train_options = dict(data_options or {})
+    if labels_per_class is not None:
+        train_options["labels_per_class"] = labels_per_class
+    train_ds = load_dataset(data_name, "train", root, **train_options)
     test_ds = ds if split == "test" else load_dataset(data_name, "test", root, **(data_options or {}))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
