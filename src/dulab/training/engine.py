@@ -258,11 +258,12 @@ class Engine:
 
     def _open_progress(self) -> None:
         self.progress = None
+        self.interactive = sys.stderr.isatty()
         if self.is_zero and self.cfg.progress:
             from tqdm.auto import tqdm
 
             # In a log file (SLURM, CI, a pipe) redraw rarely instead of flooding it with carriage returns.
-            interactive = sys.stderr.isatty()
+            interactive = self.interactive
             self.progress = tqdm(total=self.cfg.max_steps or self.total_steps, initial=self.step, unit="step",
                                  dynamic_ncols=True, desc=self.config.model.name,
                                  mininterval=0.1 if interactive else 30.0)
@@ -353,7 +354,9 @@ class Engine:
             ckpt.append_jsonl(self.run_dir / "steps.jsonl", record)
             self._log({"train_loss": mean, "lr": lr}, self.step)
         if self.progress is not None:
-            self.progress.set_postfix(epoch=f"{epoch + 1}/{self.cfg.epochs}", loss=f"{mean:.4f}")
+            # refresh=False off a terminal: the bar's own (30 s) interval decides when a log line is written
+            self.progress.set_postfix(epoch=f"{epoch + 1}/{self.cfg.epochs}", loss=f"{mean:.4f}",
+                                      refresh=self.interactive)
         if self.world > 1:
             flag = torch.tensor(float(self.interrupt.requested), device=self.device)
             self.interrupt.requested = bool(self.fabric.all_reduce(flag, reduce_op="sum") > 0)
