@@ -2,7 +2,8 @@
 ``dulab.train`` defaults (the same as ``dulab train MODEL --data NAME``), plus the README pictures: data, data pushed
 to the latent space, samples and density heat maps.
 
-``test_kl`` is the test NLL minus the true entropy (both nats, estimated on the test split), i.e. KL(p || model).
+``test_kl_to_truth`` is the test NLL minus the true entropy (both nats, estimated on the test split),
+i.e. KL(p || model).
 
     .venv/bin/python benchmarks/flows_toy.py [--quick] [--models maf,glow] [--datasets checkerboard]
 
@@ -94,19 +95,21 @@ def main(argv=None):
                 wall = time.time() - t0
             final = run.final
             results.setdefault(data, {})[name] = {
-                "test_kl": final.get("test_kl"), "test_nll": final.get("test_nll"), "epochs": final.get("epoch"),
+                "test_kl_to_truth": final.get("test_kl_to_truth"), "test_nll": final.get("test_nll"),
+                "epochs": final.get("epoch"),
                 "steps": final.get("step"), "train_seconds": final.get("time"), "wall_seconds": wall,
                 "num_parameters": run.model.num_parameters, "quick": args.quick,
                 "date": time.strftime("%Y-%m-%d")}
-            print(f"{data:16s} {name:10s} KL {final.get('test_kl'):.4f} nats  {final.get('time'):.0f} s", flush=True)
+            kl = final.get("test_kl_to_truth")
+            print(f"{data:16s} {name:10s} KL {kl:.4f} nats  {final.get('time'):.0f} s", flush=True)
             picture(run.model, ds, RESULTS / "flows" / f"{name}_{data}.png",
-                    f"{name} on {data}: KL {final.get('test_kl'):.3f} nats")
+                    f"{name} on {data}: KL {final.get('test_kl_to_truth'):.3f} nats")
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(results, indent=2))
     print("\n| data | " + " | ".join(n for n in args.models.split(",")) + " |")
     print("| --- |" + " ---: |" * len(args.models.split(",")))
     for data, r in results.items():
-        cells = [f"{r[n]['test_kl']:.3f} ({r[n]['train_seconds']:.0f} s)" if n in r else "-"
+        cells = [f"{r[n]['test_kl_to_truth']:.3f} ({r[n]['train_seconds']:.0f} s)" if n in r else "-"
                  for n in args.models.split(",")]
         print(f"| {data} | " + " | ".join(cells) + " |")
 

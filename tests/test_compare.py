@@ -97,7 +97,8 @@ def test_columns_blank_for_every_run_are_dropped(runs, tmp_path):
     keys = [c["key"] for c in report["columns"]]
     assert "test_bpd" in keys
     # no eval.json: no sample quality; discrete data: no NLL column; no true density: no KL; not a representation
-    for dropped in ("fid", "kid", "inception_score", "precision", "recall", "test_nll", "test_kl", "linear_probe",
+    for dropped in ("fid", "kid", "inception_score", "precision", "recall", "test_nll", "test_kl_to_truth",
+                    "linear_probe",
                     "status"):
         assert dropped not in keys and dropped not in report["rows"][0]
     header = (tmp_path / "compare.md").read_text().splitlines()[0]
@@ -117,7 +118,7 @@ def test_continuous_data_report_nll_in_nats_and_kl(runs, tmp_path):
     report = compare_runs([runs["toy"], runs["made"]], out_dir=tmp_path)
     toy, made = report["rows"]
     final = read_json(runs["toy"] / "summary.json")["final"]
-    assert toy["test_nll"] == final["test_nll"] and toy["test_kl"] == final["test_kl"]
+    assert toy["test_nll"] == final["test_nll"] and toy["test_kl_to_truth"] == final["test_kl_to_truth"]
     assert toy["test_bpd"] is None and made["test_nll"] is None  # one likelihood column per kind of data
     assert not toy["bound"]  # a flow on continuous data reports the exact density
     assert "test nll (nats)" in [c["label"] for c in report["columns"]]

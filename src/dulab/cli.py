@@ -259,14 +259,20 @@ def _report(run) -> int:
         print(f"stopped at step {s.get('step')} ({s.get('status')}); continue with: dulab resume {run.dir}")
         return 130 if s.get("status") == "interrupted" else 0
     parts = [f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} in {s['seconds']:.1f} s"]
-    if "test_bpd" in final:
+    metric = s.get("best_metric", "loss")
+    if metric != "loss" and f"test_{metric}" in final:  # e.g. GANs: FID picks the best weights
+        best = f" (best {s['best']:.4f})" if isinstance(s.get("best"), float) else ""
+        parts.append(f"test {metric} {final[f'test_{metric}']:.4f}{best}")
+    elif "test_bpd" in final:
         parts.append(f"test {final['test_bpd']:.4f} bits/dim (nll {final['test_nll']:.4f} nats)")
     elif "test_nll" in final:
         parts.append(f"test nll {final['test_nll']:.4f} nats")
     elif "test_loss" in final:
         parts.append(f"test loss {final['test_loss']:.4f}")
-    if "test_kl" in final:
-        parts.append(f"KL to the true density {final['test_kl']:.4f} nats")
+    if "test_iwae_bpd" in final:  # latent models: "bits/dim" above is the ELBO bound
+        parts.append(f"importance-sampled {final['test_iwae_bpd']:.4f} bits/dim")
+    if "test_kl_to_truth" in final:
+        parts.append(f"KL to the true density {final['test_kl_to_truth']:.4f} nats")
     if s.get("eval_weights") == "ema":
         parts.append("EMA weights")
     print("done: " + "; ".join(parts))

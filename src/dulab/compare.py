@@ -41,7 +41,7 @@ COLUMNS = [
     ("source", "metrics from", None),
     ("test_bpd", "test bpd", "bpd"),
     ("test_nll", "test nll (nats)", "nll"),
-    ("test_kl", "test KL (nats)", "kl"),
+    ("test_kl_to_truth", "test KL to truth (nats)", "kl_to_truth"),
     ("fid", "FID", "fid"),
     ("kid", "KID", "kid"),
     ("inception_score", "IS", "inception_score"),

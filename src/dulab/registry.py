@@ -55,6 +55,16 @@ MODELS: dict[str, ModelEntry] = {
     "nice": ModelEntry("dulab.models.flows.nice:NICE", "flow"),
     "real_nvp": ModelEntry("dulab.models.flows.real_nvp:RealNVP", "flow"),
     "glow": ModelEntry("dulab.models.flows.glow:Glow", "flow"),
+    # --- GANs ---
+    "gan": ModelEntry("dulab.models.gan.gan:GAN", "gan"),
+    "dcgan": ModelEntry("dulab.models.gan.dcgan:DCGAN", "gan"),
+    "wgan": ModelEntry("dulab.models.gan.wgan:WGAN", "gan"),
+    "wgan_gp": ModelEntry("dulab.models.gan.wgan_gp:WGANGP", "gan"),
+    "sngan": ModelEntry("dulab.models.gan.sngan:SNGAN", "gan"),
+    # --- latent-variable models and autoencoders ---
+    "autoencoder": ModelEntry("dulab.models.latent.autoencoder:Autoencoder", "latent"),
+    "vae": ModelEntry("dulab.models.latent.vae:VAE", "latent"),
+    "iwae": ModelEntry("dulab.models.latent.vae:IWAE", "latent"),
 }
 
 DATASETS: dict[str, DatasetEntry] = {

@@ -41,7 +41,7 @@ def test_run_directory_holds_every_file(tmp_path):
     records = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]  # test loss at init, then per epoch
     assert records[0]["train_loss"] is None and records[-1]["train_loss"] > 0
-    assert {"test_loss", "test_nll", "test_bpd", "test_kl"} <= set(records[-1])
+    assert {"test_loss", "test_nll", "test_bpd", "test_kl_to_truth"} <= set(records[-1])
     # bits/dim is the NLL in nats over D ln 2 (D = 1 here)
     assert records[-1]["test_bpd"] == pytest.approx(records[-1]["test_nll"] / np.log(2))
     assert run.metrics == records

@@ -56,7 +56,7 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 def loss_means(model, dataset, batch_size: int = 256, *, fabric=None, seed: int = 0) -> dict:
     """Mean of each entry of ``model.loss`` over a dataset (sharded over processes under DDP).
 
-    Returns ``{"loss": .., "nll": .., ...}`` plus ``"bpd"`` for discrete data with an ``nll`` and ``"kl"``
+    Returns ``{"loss": .., "nll": .., ...}`` plus ``"bpd"`` for discrete data with an ``nll`` and ``"kl_to_truth"``
     (test NLL minus the true entropy estimate) when the dataset has ``true_log_prob``.
     """
     device = next(iter(model.parameters()), torch.empty(0)).device
@@ -87,7 +87,7 @@ def loss_means(model, dataset, batch_size: int = 256, *, fabric=None, seed: int 
         result["bpd"] = result["nll"] / (spec.num_dims * math.log(2))
     if "nll" in result and dataset.true_log_prob is not None:
         entropy = -float(dataset.true_log_prob(dataset.x.double()).mean())
-        result["kl"] = result["nll"] - entropy
+        result["kl_to_truth"] = result["nll"] - entropy  # not "kl": VAEs report their posterior KL as "kl"
     return result
 
 
@@ -147,8 +147,21 @@ class Task:
 
     # -- evaluation
     def evaluate(self, dataset) -> dict:
-        """Metrics of ``self.model`` on ``dataset`` (default: the means of ``model.loss``)."""
-        return loss_means(self.model, dataset, max(self.config.batch_size, 256), fabric=self.fabric, seed=self.seed)
+        """Metrics of ``self.model`` on ``dataset``: the means of ``model.loss``, plus whatever the model's optional
+        ``evaluation_metrics(dataset) -> dict`` adds (e.g. a VAE's importance-sampled NLL and active units; run
+        with the evaluation's own seeded RNG, under inference mode)."""
+        result = loss_means(self.model, dataset, max(self.config.batch_size, 256), fabric=self.fabric, seed=self.seed)
+        extra = getattr(self.model, "evaluation_metrics", None)
+        if callable(extra):
+            device = next(iter(self.model.parameters()), torch.empty(0)).device
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with isolated_rng(self.seed, device), torch.inference_mode():
+                    result.update(extra(dataset))
+            finally:
+                self.model.train(was_training)
+        return result
 
     def state_dict(self) -> dict:
         return {}
@@ -166,8 +179,169 @@ class MaximumLikelihoodTask(Task):
         return {k: v.detach() for k, v in out.items()}
 
 
+class AdversarialTask(Task):
+    """GAN training: a discriminator (critic) step on every batch, a generator step after every ``n_critic``-th.
+
+    The model provides the ``GANModel`` interface (``dulab.models.gan.base``): ``generator_parameters``,
+    ``discriminator_parameters``, ``sample_latent``, ``generate``, ``discriminate``, ``to_critic_input``,
+    ``from_critic_input`` and a ``config`` with ``loss``, ``n_critic``, ``clip_value``, ``gp_weight``,
+    ``r1_gamma``, ``lr_g``/``lr_d`` and ``betas_g``/``betas_d`` (``None``: the ``TrainConfig`` values; different
+    learning rates for the two give TTUR, Heusel et al. 2017) and ``optimizer`` (``adam`` or ``rmsprop``).
+
+    One ``training_step`` call is one D step on that batch (so the ``n_critic`` D steps of one round each use the
+    next batch of the epoch), followed, on calls ``n_critic - 1, 2 n_critic - 1, ...``, by one G step on a fresh
+    latent batch of the same size. In the D step G runs under ``no_grad``; in the G step D's parameters have
+    ``requires_grad`` off: each phase changes only its own network's parameters (batch-norm running statistics and
+    spectral-norm power iterates are buffers and do follow both forward passes). With ``loss="wasserstein"`` and
+    ``clip_value > 0`` every D parameter is clamped to ``[-clip_value, clip_value]`` after its step (Arjovsky et
+    al. 2017); ``gp_weight`` adds the WGAN-GP penalty and ``r1_gamma`` the R1 penalty to the D loss.
+
+    Optimisers: ``[D, G]``, each with its scheduler. D's scheduler steps with every call, G's with every G step,
+    and G's multiplier at its k-th step is the engine's schedule at step ``k n_critic``, so both follow the same
+    curve over the run. The latent noise and interpolation weights come from the global RNG (saved and restored by
+    the engine), the phase from the engine's step count: resuming replays the same steps exactly.
+
+    The logged ``"loss"`` is D's objective with its penalties, plus ``0 x`` G's loss on G steps so that a NaN or
+    infinite G loss also stops the run (NaN handling as for every task); ``d_loss``, ``g_loss``, ``gp``, ``r1``
+    are reported as well.
+
+    ``evaluate(dataset)`` draws ``min(len(dataset), eval_samples)`` samples (seeded from ``self.seed``) and scores
+    them against as many dataset examples: with a shipped feature extractor (``dulab.evaluation.has_extractor``),
+    ``sample_quality``'s FID, KID, Inception Score, precision and recall; otherwise FID and KID of the raw
+    flattened data (2-D toys, vectors). KID averages subsets of half the set (subsets of the whole set would all
+    be the same set). ``"loss"`` is D's loss on those examples against those samples.
+    """
+
+    best_metric = "fid"
+    best_mode = "min"
+    #: Samples drawn per evaluation (at most the dataset's size).
+    eval_samples: int = 500
+
+    def __init__(self, model, config: TrainConfig | None = None, *, seed: int = 0):
+        super().__init__(model, config, seed=seed)
+        missing = [name for name in ("generator_parameters", "discriminator_parameters", "sample_latent",
+                                     "generate", "discriminate", "to_critic_input", "from_critic_input")
+                   if not hasattr(model, name)]
+        if missing:
+            raise UserError(f"{type(model).__name__} cannot be trained adversarially: it lacks {', '.join(missing)}"
+                            " (subclass dulab.models.gan.base.GANModel)")
+        self.gan = model.config
+        self.num_discriminator_steps = 0
+        self.num_generator_steps = 0
+
+    def make_optimizer(self, params, *, lr: float | None = None, betas=None) -> torch.optim.Optimizer:
+        if getattr(self.gan, "optimizer", "adam") == "rmsprop":  # WGAN with clipping (Arjovsky et al. 2017)
+            return torch.optim.RMSprop(params, lr=lr or self.config.lr, weight_decay=self.config.weight_decay)
+        return super().make_optimizer(params, lr=lr, betas=betas)
+
+    def configure_optimizers(self, schedule):
+        c, n = self.gan, self.gan.n_critic
+        d_opt = self.make_optimizer(self.model.discriminator_parameters(), lr=c.lr_d, betas=c.betas_d)
+        g_opt = self.make_optimizer(self.model.generator_parameters(), lr=c.lr_g, betas=c.betas_g)
+        return [d_opt, g_opt], [self.make_scheduler(d_opt, schedule),
+                                self.make_scheduler(g_opt, lambda k: schedule(k * n))]
+
+    def setup(self, fabric, module, optimizers, schedulers) -> None:
+        super().setup(fabric, module, optimizers, schedulers)
+        if hasattr(module, "mark_forward_method"):  # calls through DDP's forward when the module is wrapped
+            for name in ("generate", "discriminate"):
+                module.mark_forward_method(name)
+
+    def training_step(self, batch: Batch, step: int) -> dict:
+        from dulab.losses.gan import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+
+        c, model, module = self.gan, self.model, self.module
+        real = model.to_critic_input(batch.x)
+        n = real.shape[0]
+        # --- discriminator phase: G's output is a constant here
+        with torch.no_grad():
+            fake = module.generate(model.sample_latent(n))
+        d_loss = discriminator_loss(module.discriminate(real), module.discriminate(fake), c.loss)
+        total, out = d_loss, {"d_loss": d_loss.detach()}
+        if c.gp_weight > 0:
+            gp = gradient_penalty(module.discriminate, real, fake)
+            total = total + c.gp_weight * gp
+            out["gp"] = gp.detach()
+        if c.r1_gamma > 0:
+            r1 = r1_penalty(module.discriminate, real)
+            total = total + 0.5 * c.r1_gamma * r1
+            out["r1"] = r1.detach()
+        self.optimizer_step(total, 0)
+        if c.loss == "wasserstein" and c.clip_value > 0:
+            with torch.no_grad():
+                for p in model.discriminator_parameters():
+                    p.clamp_(-c.clip_value, c.clip_value)
+        self.num_discriminator_steps += 1
+        loss = total.detach()
+        # --- generator phase, after every n_critic-th discriminator step
+        if (step + 1) % c.n_critic == 0:
+            d_params = model.discriminator_parameters()
+            flags = [p.requires_grad for p in d_params]
+            for p in d_params:
+                p.requires_grad_(False)
+            try:
+                g_loss = generator_loss(module.discriminate(module.generate(model.sample_latent(n))), c.loss)
+                self.optimizer_step(g_loss, 1)
+            finally:
+                for p, flag in zip(d_params, flags):
+                    p.requires_grad_(flag)
+            self.num_generator_steps += 1
+            out["g_loss"] = g_loss.detach()
+            loss = loss + 0.0 * out["g_loss"]  # NaN/inf in G's loss reaches the engine's check
+        out["loss"] = loss
+        return out
+
+    @torch.inference_mode()
+    def evaluate(self, dataset) -> dict:
+        from dulab.evaluation import has_extractor
+        from dulab.losses.gan import discriminator_loss
+        from dulab.metrics.sample_quality import fid, kid, sample_quality
+
+        model = self.model
+        n = min(len(dataset), self.eval_samples)
+        if n < 4:
+            raise UserError(f"adversarial evaluation needs at least 4 test examples, got {len(dataset)}")
+        device = model._param_device()
+        was_training = model.training
+        model.eval()
+        try:
+            with isolated_rng(self.seed, device):
+                g = torch.Generator(device=device).manual_seed(self.seed)
+                fake = model.generate(model.sample_latent(n, generator=g))
+                idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[:n]
+                reference = dataset.subset(idx)
+                real = model.to_critic_input(reference.x.to(device))
+                d_loss = discriminator_loss(model.discriminate(real), model.discriminate(fake), self.gan.loss)
+            samples = model.from_critic_input(fake).cpu()
+        finally:
+            model.train(was_training)
+        result = {"loss": float(d_loss)}
+        if n >= 10 and has_extractor(getattr(dataset, "name", None), dataset.spec):  # IS needs 10 splits
+            # KID on halves: subsets as large as the sets would all be the same set (kid_std 0).
+            q = sample_quality(samples, reference, generator=torch.Generator().manual_seed(self.seed),
+                               kid_subset_size=n // 2)
+            result.update({k: float(q[k]) for k in ("fid", "kid", "kid_std", "inception_score", "precision",
+                                                    "recall")})
+        else:
+            a, b = reference.x.reshape(n, -1).double(), samples.reshape(n, -1).double()
+            kid_mean, kid_std = kid(a, b, subset_size=n // 2, generator=torch.Generator().manual_seed(self.seed))
+            result.update({"fid": fid(a, b), "kid": kid_mean, "kid_std": kid_std})
+        return result
+
+    def state_dict(self) -> dict:
+        return {"num_discriminator_steps": self.num_discriminator_steps,
+                "num_generator_steps": self.num_generator_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.num_discriminator_steps = int(state.get("num_discriminator_steps", 0))
+        self.num_generator_steps = int(state.get("num_generator_steps", 0))
+
+
+__all__ += ["AdversarialTask"]
+
 TASKS: dict[str, type[Task]] = {
     "likelihood": MaximumLikelihoodTask,
+    "adversarial": AdversarialTask,
 }
 
 

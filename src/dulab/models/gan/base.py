@@ -1,0 +1,168 @@
+"""The shared base of the GAN family: a generator G and a discriminator (critic) D, trained by ``AdversarialTask``.
+
+A GAN learns a sampler ``x = G(z)``, ``z ~ N(0, I)``, against a discriminator that tells real data from samples
+(Goodfellow et al. 2014). The model only holds the two networks and the map between the data's representation and
+the one D sees; the recipe (two optimisers, ``n_critic``, penalties, clipping) is ``AdversarialTask``'s, and the
+objectives are the pure functions of ``dulab.losses.gan``.
+
+The interface the task relies on (a subclass provides ``build_generator`` and ``build_discriminator``; the rest
+is here):
+
+* ``generator_parameters()`` / ``discriminator_parameters()``: the two disjoint parameter sets;
+* ``sample_latent(num_samples, *, generator=None) -> (B, latent_dim)``: ``z ~ N(0, I)``;
+* ``generate(z) -> (B, *event)``: samples in D's input representation (float; ``[-1, 1]`` for discrete data);
+* ``discriminate(x) -> (B,)``: D's logits (critic values) for inputs in that representation;
+* ``to_critic_input(x)`` / ``from_critic_input(x)``: data <-> D's representation. Discrete data (int64 levels in
+  ``[0, L)``) map affinely to ``[-1, 1]`` (``2 x / (L - 1) - 1``) and back by rounding to the nearest level;
+  continuous data pass through as float;
+* ``config``: a ``GANConfig`` (loss kind, ``n_critic``, clipping, penalty weights, per-network lr/betas).
+
+References:
+    Goodfellow, Pouget-Abadie, Mirza, Xu, Warde-Farley, Ozair, Courville, Bengio. "Generative Adversarial
+    Networks", 2014, arXiv:1406.2661.
+    Heusel, Ramsauer, Unterthiner, Nessler, Hochreiter. "GANs Trained by a Two Time-Scale Update Rule Converge to
+    a Local Nash Equilibrium", 2017, arXiv:1706.08500 (TTUR: separate learning rates for G and D).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from dulab.config import check_choices, require_at_least
+from dulab.errors import UserError
+from dulab.models.base import Model
+
+__all__ = ["GANConfig", "GANModel"]
+
+
+@dataclass
+class GANConfig:
+    """Hyperparameters every GAN shares (the adversarial recipe); subclasses add the networks' own.
+
+    Attributes:
+        latent_dim: size of ``z``.
+        loss: the objective (``dulab.losses.gan``).
+        n_critic: discriminator steps per generator step.
+        clip_value: weight clipping bound for ``loss="wasserstein"`` (Arjovsky et al. 2017 use 0.01; 0 disables);
+            ignored by the other losses.
+        gp_weight: lambda of the WGAN-GP gradient penalty (0 disables; Gulrajani et al. 2017 use 10).
+        r1_gamma: gamma of the R1 penalty ``gamma / 2 E||grad D(x)||^2`` on real data (0 disables).
+        lr_g, lr_d: learning rates of G and D (``None``: the ``TrainConfig`` lr); different values give TTUR.
+        betas_g, betas_d: Adam betas of G and D (``None``: the ``TrainConfig`` betas).
+        optimizer: ``adam`` (AdamW with the ``TrainConfig`` weight decay) or ``rmsprop`` (as WGAN with clipping;
+            betas unused).
+    """
+
+    latent_dim: int = 64
+    loss: Literal["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"] = "non_saturating"
+    n_critic: int = 1
+    clip_value: float = 0.01
+    gp_weight: float = 0.0
+    r1_gamma: float = 0.0
+    lr_g: float | None = None
+    lr_d: float | None = None
+    betas_g: tuple[float, float] | None = None
+    betas_d: tuple[float, float] | None = None
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+
+    def __post_init__(self):
+        check_choices(self)
+        require_at_least(self, 1, "latent_dim", "n_critic")
+        require_at_least(self, 0.0, "clip_value", "gp_weight", "r1_gamma")
+        for name in ("lr_g", "lr_d"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"{name} must be > 0 (or None for the TrainConfig lr), got {value}")
+        for name in ("betas_g", "betas_d"):
+            value = getattr(self, name)
+            if value is not None:
+                value = tuple(float(b) for b in value)
+                if len(value) != 2 or not all(0 <= b < 1 for b in value):
+                    raise UserError(f"{name} must be two numbers in [0, 1), got {getattr(self, name)}")
+                setattr(self, name, value)
+
+
+class GANModel(Model):
+    """A generator and a discriminator; subclasses build both networks.
+
+    Subclass obligations: ``Config`` (a ``GANConfig`` subclass), ``build_generator() -> nn.Module`` mapping
+    ``(B, latent_dim)`` to ``(B, *event)`` in D's representation, ``build_discriminator() -> nn.Module`` mapping
+    ``(B, *event)`` to ``(B,)`` or ``(B, 1)`` logits; optionally ``check_spec``.
+    """
+
+    Config = GANConfig
+    family = "gan"
+    task = "adversarial"
+    has_likelihood = False
+
+    def __init__(self, spec, config=None):
+        super().__init__(spec, config)
+        self.G = self.build_generator()
+        self.D = self.build_discriminator()
+
+    def build_generator(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_discriminator(self) -> nn.Module:
+        raise NotImplementedError
+
+    # -- the task's interface
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return list(self.G.parameters())
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return list(self.D.parameters())
+
+    def sample_latent(self, num_samples: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``z ~ N(0, I)``, ``(num_samples, latent_dim)``, on the model's device."""
+        return torch.randn(num_samples, self.config.latent_dim, generator=generator, device=self._param_device(),
+                           dtype=self._param_dtype())
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z): ``(B, latent_dim) -> (B, *event)`` in D's representation."""
+        return self.G(z).reshape(z.shape[0], *self.spec.shape)
+
+    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        """D(x): ``(B, *event)`` in D's representation -> logits ``(B,)``."""
+        return self.D(x).reshape(x.shape[0])
+
+    def to_critic_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Data ``(B, *event)`` (int64 levels or float) to D's float representation."""
+        if self.spec.is_discrete:
+            return x.to(self._param_dtype()) * (2.0 / (self.spec.num_levels - 1)) - 1.0
+        return x.to(self._param_dtype())
+
+    def from_critic_input(self, x: torch.Tensor) -> torch.Tensor:
+        """D's representation to data: nearest int64 level for discrete data, unchanged float otherwise."""
+        if self.spec.is_discrete:
+            levels = torch.round((x + 1.0) * ((self.spec.num_levels - 1) / 2.0))
+            return levels.clamp(0, self.spec.num_levels - 1).long()
+        return x
+
+    # -- the family's public methods
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, generator: torch.Generator | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw ``(num_samples, *event)`` samples in the data's representation (int64 levels for discrete data).
+
+        Uses G as it is (call ``eval()`` first for batch-norm running statistics).
+        """
+        if context is not None and not self.is_conditional:
+            raise UserError(f"{type(self).__name__} is unconditional: call sample() without context=")
+        return self.from_critic_input(self.generate(self.sample_latent(num_samples, generator=generator)))
+
+    def loss(self, x: torch.Tensor, context: torch.Tensor | None = None) -> dict:
+        """Both players' losses on real ``x`` against ``len(x)`` fresh samples (global RNG); no penalties.
+
+        Returns:
+            ``{"loss": D loss, "d_loss": D loss, "g_loss": G loss}`` (scalars, this model's ``config.loss``).
+        """
+        from dulab.losses.gan import discriminator_loss, generator_loss
+
+        fake_logits = self.discriminate(self.generate(self.sample_latent(x.shape[0])))
+        d = discriminator_loss(self.discriminate(self.to_critic_input(x)), fake_logits, self.config.loss)
+        return {"loss": d, "d_loss": d, "g_loss": generator_loss(fake_logits, self.config.loss)}

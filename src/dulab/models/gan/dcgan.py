@@ -1,0 +1,138 @@
+"""DCGAN: convolutional G and D with strided (transposed) convolutions instead of pooling, batch norm, ReLU in G,
+LeakyReLU(0.2) in D and a ``tanh`` output.
+
+As in Radford et al. (2016, Sec. 3), batch norm is left out of the generator's output layer and the discriminator's
+input layer. (Issue 8 words it as "G's first layer"; the paper names the output layer, which this follows.) D's
+batch norm can be turned off (``d_norm="none"``, as the WGAN-GP critic needs) and spectral normalisation put on
+every D layer (``use_spectral_norm``, SN-GAN).
+
+The number of stride-2 stages ``s`` is chosen from the image size ``H x W``: the largest ``s`` with ``H`` and
+``W`` divisible by ``2^s`` and ``H / 2^s, W / 2^s >= 4`` (DCGAN's 4x4 base), plus one more stage down to a 2x2
+base when that leaves fewer than 2 stages. No padding or cropping is needed:
+
+=============  ======  =========  ==============================
+image          stages  base map   G: channels per stage (base c)
+=============  ======  =========  ==============================
+8x8 digits     2       2x2        2c -> c -> C
+20x20 shapes   2       5x5        2c -> c -> C
+32x32          3       4x4        4c -> 2c -> c -> C
+64x64 sprites  4       4x4        8c -> 4c -> 2c -> c -> C
+=============  ======  =========  ==============================
+
+Odd sizes (``s = 0``) get one 3x3 convolution in G and in D. G starts with a linear projection of ``z`` to the
+base map; D ends with a linear layer on the flattened last map. Kernel 4, stride 2, padding 1 doubles (halves)
+every even size exactly.
+
+References:
+    Radford, Metz, Chintala. "Unsupervised Representation Learning with Deep Convolutional Generative Adversarial
+    Networks", 2016, arXiv:1511.06434.
+    Miyato, Kataoka, Koyama, Yoshida. "Spectral Normalization for Generative Adversarial Networks", 2018,
+    arXiv:1802.05957.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from dulab.config import check_choices, require_at_least
+from dulab.errors import UserError
+from dulab.models.gan.base import GANConfig, GANModel
+
+__all__ = ["DCGAN", "DCGANConfig", "num_stages"]
+
+
+@dataclass
+class DCGANConfig(GANConfig):
+    """Hyperparameters of ``DCGAN``.
+
+    Attributes:
+        base_channels: channels of D's first stage (and of G's last hidden stage); stage ``i`` of D has
+            ``base_channels * 2^i``.
+        d_norm: normalisation in D's hidden layers: ``batch`` (DCGAN) or ``none`` (a WGAN-GP critic).
+        use_spectral_norm: spectral normalisation of every D weight (Miyato et al. 2018).
+    """
+
+    latent_dim: int = 64
+    base_channels: int = 32
+    d_norm: Literal["batch", "none"] = "batch"
+    use_spectral_norm: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choices(self)
+        require_at_least(self, 1, "base_channels")
+
+
+def num_stages(height: int, width: int) -> int:
+    """Stride-2 stages for an ``height x width`` image (the table in the module docstring)."""
+    def fits(s: int, minimum: int) -> bool:
+        return all(n % 2**s == 0 and n // 2**s >= minimum for n in (height, width))
+
+    s = 0
+    while fits(s + 1, 4):
+        s += 1
+    if s < 2 and fits(s + 1, 2):
+        s += 1
+    return s
+
+
+class DCGAN(GANModel):
+    """Deep convolutional GAN for images ``(C, H, W)``."""
+
+    Config = DCGANConfig
+    train_defaults = {"epochs": 30, "batch_size": 64, "lr": 2e-4, "betas": (0.5, 0.999), "schedule": "constant"}
+
+    @classmethod
+    def check_spec(cls, spec, config):
+        if len(spec.shape) != 3:
+            raise UserError(f"{cls.__name__.lower()} needs images (C, H, W), got data of shape {spec.shape};"
+                            " use gan for vectors")
+
+    @property
+    def stages(self) -> int:
+        return num_stages(*self.spec.shape[1:])
+
+    def _widths(self) -> list[int]:
+        """Channels of D's stages, ``[c, 2c, ..., 2^(s-1) c]`` (at least one entry)."""
+        return [self.config.base_channels * 2**i for i in range(max(1, self.stages))]
+
+    def build_generator(self) -> nn.Module:
+        C, H, W = self.spec.shape
+        s, widths = self.stages, self._widths()
+        bh, bw = H // 2**s, W // 2**s
+        top = widths[-1]
+        layers: list[nn.Module] = [nn.Linear(self.config.latent_dim, top * bh * bw),
+                                   nn.Unflatten(1, (top, bh, bw)),  # (B, top * bh * bw) -> (B, top, bh, bw)
+                                   nn.BatchNorm2d(top), nn.ReLU()]
+        if s == 0:
+            layers += [nn.Conv2d(top, C, 3, padding=1), nn.Tanh()]
+        else:
+            chans = widths[::-1] + [C]  # [2^(s-1) c, ..., c, C]
+            for i in range(s):
+                layers.append(nn.ConvTranspose2d(chans[i], chans[i + 1], 4, stride=2, padding=1))
+                if i < s - 1:
+                    layers += [nn.BatchNorm2d(chans[i + 1]), nn.ReLU()]  # no batch norm on the output layer
+            layers.append(nn.Tanh())
+        return nn.Sequential(*layers)
+
+    def build_discriminator(self) -> nn.Module:
+        C, H, W = self.spec.shape
+        c, s, widths = self.config, self.stages, self._widths()
+        sn = spectral_norm if c.use_spectral_norm else (lambda m: m)
+        layers: list[nn.Module] = []
+        if s == 0:
+            layers += [sn(nn.Conv2d(C, widths[0], 3, padding=1)), nn.LeakyReLU(0.2)]
+        else:
+            chans = [C] + widths
+            for i in range(s):
+                layers.append(sn(nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1)))
+                if i > 0 and c.d_norm == "batch":  # no batch norm on the input layer
+                    layers.append(nn.BatchNorm2d(chans[i + 1]))
+                layers.append(nn.LeakyReLU(0.2))
+        bh, bw = H // 2**s, W // 2**s
+        layers += [nn.Flatten(), sn(nn.Linear(widths[-1] * bh * bw, 1))]  # (B, top, bh, bw) -> (B, 1)
+        return nn.Sequential(*layers)

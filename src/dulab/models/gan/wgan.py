@@ -1,0 +1,34 @@
+"""WGAN: the DCGAN networks trained as a Wasserstein critic and generator, with the critic's Lipschitz constraint
+enforced by clipping every critic weight to ``[-0.01, 0.01]`` after each of its steps, 5 critic steps per
+generator step, and RMSProp at lr 5e-5 (Arjovsky et al. 2017, Algorithm 1, who found momentum-based optimisers
+unstable for the critic). The critic keeps DCGAN's batch norm, as in the paper's experiments.
+
+References:
+    Arjovsky, Chintala, Bottou. "Wasserstein GAN", 2017, arXiv:1701.07875.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dulab.models.gan.dcgan import DCGAN, DCGANConfig
+
+__all__ = ["WGAN", "WGANConfig"]
+
+
+@dataclass
+class WGANConfig(DCGANConfig):
+    """``DCGANConfig`` with the WGAN defaults (see the module docstring)."""
+
+    loss: Literal["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"] = "wasserstein"
+    n_critic: int = 5
+    clip_value: float = 0.01
+    optimizer: Literal["adam", "rmsprop"] = "rmsprop"
+
+
+class WGAN(DCGAN):
+    """DCGAN networks, Wasserstein loss with weight clipping."""
+
+    Config = WGANConfig
+    train_defaults = {"epochs": 100, "batch_size": 64, "lr": 5e-5, "schedule": "constant"}  # 5 D steps per G step

@@ -1,0 +1,326 @@
+"""Every registered GAN (family "gan") and the adversarial task: samples in the data's representation, phase
+isolation (each optimiser step changes only its own network, every parameter gets a finite gradient in its phase),
+weight clipping, spectral normalisation, a generator step that descends G's loss, same seed same samples, bitwise
+resume of both networks and both optimisers, and ``best.safetensors`` picked by FID."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning_fabric import Fabric
+
+import dulab
+import dulab.losses.gan
+import dulab.models.gan.gan
+from dulab.config import TrainConfig, config_fields
+from dulab.data.base import DataSpec
+from dulab.errors import UserError
+from dulab.losses.gan import LOSS_KINDS, generator_loss
+from dulab.models.gan.dcgan import num_stages
+from dulab.registry import MODELS, get_model_class
+from dulab.training.checkpoint import load_state, load_weights
+from dulab.training.tasks import AdversarialTask, get_task_class
+from properties import assert_same_seed_same_samples
+
+GANS = [name for name, entry in MODELS.items() if entry.family == "gan"]
+
+#: small sizes for whichever of these fields a GAN's config has (no per-model special cases)
+TINY = {"hidden_sizes": (16,), "base_channels": 4, "latent_dim": 4}
+
+#: the embedded data's shapes: 2-D toys, digits (17 levels), digits_color, shapes (20x20), sprites (64x64)
+SPECS = {
+    "moons": DataSpec((2,), "continuous"),
+    "discrete1d": DataSpec((1,), "discrete", 20),
+    "digits": DataSpec((1, 8, 8), "discrete", 17),
+    "digits_color": DataSpec((3, 8, 8), "discrete", 4),
+    "shapes": DataSpec((1, 20, 20), "discrete", 2),
+    "sprites": DataSpec((1, 64, 64), "discrete", 2),
+}
+
+
+def _tiny(name, **hparams):
+    fields = config_fields(get_model_class(name).Config)
+    return {**{k: v for k, v in TINY.items() if k in fields}, **hparams}
+
+
+def _supports(name, spec_name) -> bool:
+    cls = get_model_class(name)
+    try:
+        cls.check_spec(SPECS[spec_name], cls.Config(**_tiny(name)))
+    except UserError:
+        return False
+    return True
+
+
+CASES = [(n, s) for n in GANS for s in SPECS if _supports(n, s)]
+
+
+def _model(name, spec_name, seed=0, **hparams):
+    torch.manual_seed(seed)
+    return dulab.build_model(name, SPECS[spec_name], **_tiny(name, **hparams))
+
+
+def _real(spec, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if spec.is_discrete:
+        return torch.randint(0, spec.num_levels, (n, *spec.shape), generator=g)
+    return torch.randn(n, *spec.shape, generator=g)
+
+
+def _task(model, **train):
+    """An ``AdversarialTask`` set up the way the engine does it, on a one-process CPU Fabric."""
+    fabric = Fabric(accelerator="cpu", devices=1)
+    task = AdversarialTask(model, TrainConfig(**{"lr": 1e-3, **train}), seed=0)
+    optimizers, schedulers = task.configure_optimizers(lambda step: 1.0)
+    module, *optimizers = fabric.setup(model, *optimizers)
+    task.setup(fabric, module, optimizers, schedulers)
+    return task
+
+
+def _names(params, model):
+    ids = {id(p) for p in params}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def test_every_gan_is_checked_on_vectors_and_images():
+    assert {"gan", "dcgan", "wgan", "wgan_gp", "sngan"} <= set(GANS)
+    for name in GANS:
+        assert get_task_class(get_model_class(name)) is AdversarialTask
+    assert ("gan", "moons") in CASES and ("dcgan", "shapes") in CASES and ("dcgan", "sprites") in CASES
+
+
+def test_gan_trains_on_moons_by_default():
+    from dulab.cli import _default_data
+
+    assert _default_data("gan") == "moons"
+
+
+@pytest.mark.parametrize(("name", "spec_name"), CASES)
+def test_samples_in_the_data_representation(name, spec_name):
+    spec = SPECS[spec_name]
+    x = _model(name, spec_name).eval().sample(6, generator=torch.Generator().manual_seed(0))
+    assert tuple(x.shape) == (6, *spec.shape)
+    if spec.is_discrete:
+        assert x.dtype == torch.int64 and int(x.min()) >= 0 and int(x.max()) < spec.num_levels
+    else:
+        assert x.is_floating_point() and torch.isfinite(x).all()
+
+
+def test_level_map_round_trips():
+    # to_critic_input maps levels 0..L-1 onto [-1, 1] (affine, endpoints exact); from_critic_input inverts it.
+    model = _model("dcgan", "digits")
+    levels = torch.arange(17).reshape(1, 1, 1, 17).expand(1, 1, 8, 17)[..., :8]
+    scaled = model.to_critic_input(levels)
+    assert float(scaled.min()) == -1.0 and float(model.to_critic_input(torch.full((1,), 16))) == 1.0
+    assert torch.equal(model.from_critic_input(scaled), levels)
+
+
+@pytest.mark.parametrize(("size", "stages"), [((8, 8), 2), ((20, 20), 2), ((32, 32), 3), ((64, 64), 4), ((7, 7), 0)])
+def test_number_of_stages_from_the_image_size(size, stages):
+    assert num_stages(*size) == stages
+
+
+@pytest.mark.parametrize(("name", "spec_name"), CASES)
+def test_each_phase_changes_only_its_network(name, spec_name, monkeypatch):
+    """Step 0 (n_critic=2): D only. Step 1: D, then G. Every optimiser step is watched: what it changes, and which
+    parameters received a gradient (all of its own, all finite; none of the other network's)."""
+    model = _model(name, spec_name, n_critic=2)
+    task = _task(model, grad_clip=1.0)
+    d_names = _names(model.discriminator_parameters(), model)
+    g_names = _names(model.generator_parameters(), model)
+    assert d_names and g_names and not d_names & g_names and d_names | g_names == set(dict(model.named_parameters()))
+    phase, grads, changed = [None], {0: {}, 1: {}}, {0: set(), 1: set()}
+    for n, p in model.named_parameters():
+        p.register_post_accumulate_grad_hook(
+            lambda p, n=n: grads[phase[0]].__setitem__(n, bool(torch.isfinite(p.grad).all())))
+    original = task.optimizer_step
+
+    def watched(loss, index=0, module=None):
+        phase[0] = index
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        original(loss, index, module)
+        changed[index] |= {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+
+    monkeypatch.setattr(task, "optimizer_step", watched)
+    spec = SPECS[spec_name]
+    out0 = task.training_step(dulab.training.batch.Batch(_real(spec, 8, 0), torch.full((8,), -1)), 0)
+    assert "g_loss" not in out0 and not grads[1] and not changed[1]
+    out1 = task.training_step(dulab.training.batch.Batch(_real(spec, 8, 1), torch.full((8,), -1)), 1)
+    assert "g_loss" in out1 and all(torch.isfinite(v) for v in out1.values())
+    assert set(grads[0]) == d_names and all(grads[0].values()), f"{name}: D phase gradients {grads[0]}"
+    assert set(grads[1]) == g_names and all(grads[1].values()), f"{name}: G phase gradients {grads[1]}"
+    assert changed[0] and changed[0] <= d_names, f"{name}: the D step changed {changed[0] - d_names}"
+    assert changed[1] and changed[1] <= g_names, f"{name}: the G step changed {changed[1] - g_names}"
+    assert all(p.requires_grad for p in model.parameters())  # D's flags restored after the G phase
+    assert task.state_dict() == {"num_discriminator_steps": 2, "num_generator_steps": 1}
+
+
+def test_weight_clipping_bounds_every_discriminator_parameter():
+    model = _model("wgan", "digits")  # wasserstein loss, clip_value 0.01, RMSprop
+    task = _task(model, lr=0.5)  # a large step, so that clipping has something to do
+    assert all(isinstance(o, torch.optim.RMSprop) for o in task.optimizers)
+    for step in range(2):
+        task.training_step(dulab.training.batch.Batch(_real(SPECS["digits"], 8, step), torch.full((8,), -1)), step)
+    d = torch.cat([p.detach().reshape(-1) for p in model.discriminator_parameters()])
+    assert float(d.abs().max()) == pytest.approx(0.01)  # reached the bound and kept within it
+    g = torch.cat([p.detach().reshape(-1) for p in model.generator_parameters()])
+    assert float(g.abs().max()) > 0.01  # the generator is not clipped
+
+
+def test_two_optimisers_with_their_own_lr_and_betas():
+    # TTUR (Heusel et al. 2017): D and G with their own learning rates; WGAN-GP's Adam(0, 0.9) for both.
+    model = _model("wgan_gp", "digits", lr_g=1e-4, lr_d=4e-4)
+    d_opt, g_opt = _task(model).optimizers
+    assert d_opt.param_groups[0]["lr"] == 4e-4 and g_opt.param_groups[0]["lr"] == 1e-4
+    assert d_opt.param_groups[0]["betas"] == g_opt.param_groups[0]["betas"] == (0.0, 0.9)
+    d_ids = {id(p) for p in model.discriminator_parameters()}
+    assert {id(p) for g in d_opt.param_groups for p in g["params"]} == d_ids
+    assert not d_ids & {id(p) for g in g_opt.param_groups for p in g["params"]}
+
+
+def test_spectral_norm_bounds_the_largest_singular_value():
+    # Each training-mode forward pass runs one power-iteration step; after many, the estimate has converged and
+    # the normalised weight (as a matrix out x (in k k), the reshaping torch uses) has sigma_max = 1.
+    model = _model("sngan", "shapes")
+    model.train()
+    x = model.to_critic_input(_real(SPECS["shapes"], 4))
+    with torch.no_grad():
+        for _ in range(200):
+            model.discriminate(x)
+    model.eval()
+    weights = [m.weight for m in model.D.modules() if hasattr(m, "parametrizations")]
+    assert len(weights) == 3  # two strided convolutions and the final linear layer
+    for w in weights:
+        sigma = torch.linalg.matrix_norm(w.detach().reshape(w.shape[0], -1).double(), ord=2)
+        assert float(sigma) == pytest.approx(1.0, abs=1e-3)
+
+
+def assert_generator_step_descends(name="gan", spec_name="moons", kinds=LOSS_KINDS) -> None:
+    """Property: one G step lowers G's loss (the reference ``generator_loss``) against the D it was taken against,
+    on the very latent batch of the step. The G batch is replayed from the seed: the step draws the D phase's
+    latents, then the G phase's."""
+    spec = SPECS[spec_name]
+    for kind in kinds:
+        model = _model(name, spec_name, loss=kind, clip_value=0.0)
+        task = _task(model, lr=1e-4)
+        old_g = {k: v.clone() for k, v in model.G.state_dict().items()}
+        torch.manual_seed(123)
+        task.training_step(dulab.training.batch.Batch(_real(spec, 64), torch.full((64,), -1)), 0)
+        torch.manual_seed(123)
+        model.sample_latent(64)  # the D phase's draw
+        z = model.sample_latent(64)  # the G phase's
+        with torch.no_grad():
+            after = generator_loss(model.discriminate(model.generate(z)), kind)
+            model.G.load_state_dict(old_g)
+            before = generator_loss(model.discriminate(model.generate(z)), kind)
+        assert float(after) < float(before), f"{kind}: the G step raised G's loss ({float(before)} -> {float(after)})"
+
+
+def test_generator_step_descends_the_generator_loss():
+    assert_generator_step_descends()
+
+
+def test_mutation_flipped_generator_loss_is_caught(monkeypatch):
+    # The task imports dulab.losses.gan.generator_loss when it steps; the property keeps the original reference.
+    monkeypatch.setattr(dulab.losses.gan, "generator_loss", lambda f, kind: -generator_loss(f, kind))
+    with pytest.raises(AssertionError, match="raised G's loss"):
+        assert_generator_step_descends(kinds=("non_saturating",))
+
+
+@pytest.mark.parametrize("name", GANS)
+def test_same_seed_same_samples(name):
+    spec_name = "moons" if _supports(name, "moons") else "digits"
+    assert_same_seed_same_samples(_model(name, spec_name))
+
+
+def _moons_run(out, epochs=1, **kw):
+    return dulab.train("gan", data="moons", data_options={"num_samples": 600}, epochs=epochs, batch_size=64, seed=3,
+                       out_dir=out, progress=False, sample_fn=None, hidden_sizes=(16,), **kw)
+
+
+def test_resume_after_k_steps_equals_2k_straight(tmp_path):
+    # 500 training examples / 64 = 8 steps; stop after 4 (mid-epoch), resume to the end.
+    straight = _moons_run(tmp_path / "straight")
+    stopped = _moons_run(tmp_path / "stopped", max_steps=4)
+    assert stopped.summary["step"] == 4 and straight.summary["step"] == 8
+    dulab.resume(tmp_path / "stopped", progress=False, max_steps=None, sample_fn=None)
+    a, b = (load_weights(tmp_path / d / "model.safetensors") for d in ("straight", "stopped"))
+    assert a.keys() == b.keys() and any(k.startswith("G.") for k in a) and any(k.startswith("D.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    sa, sb = (load_state(tmp_path / d / "state.pt") for d in ("straight", "stopped"))
+    assert len(sa["optimizers"]) == 2 and sa["task"] == sb["task"] == {"num_discriminator_steps": 8,
+                                                                         "num_generator_steps": 8}
+    for oa, ob in zip(sa["optimizers"], sb["optimizers"]):  # both optimisers' Adam moments, bitwise
+        for i, st in oa["state"].items():
+            for key, value in st.items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(ob["state"][i][key])), (i, key)
+
+
+def test_best_checkpoint_is_chosen_by_fid(tmp_path):
+    run = _moons_run(tmp_path / "r", epochs=3)
+    summary = run.summary
+    assert summary["best_metric"] == "fid" and summary["best_mode"] == "min"
+    fids = [r["test_fid"] for r in run.metrics]
+    assert len(fids) == 4 and summary["best"] == min(fids)
+    assert {"test_kid", "test_loss"} <= set(run.metrics[-1])
+    # The weights in best.safetensors score exactly the best FID again (evaluation is seeded from the run seed).
+    model = dulab.load(tmp_path / "r", which="best")
+    test = dulab.load_dataset("moons", "test", num_samples=600)
+    assert AdversarialTask(model, seed=3).evaluate(test)["fid"] == summary["best"]
+
+
+def test_evaluation_uses_the_image_extractor_on_digits():
+    model = _model("dcgan", "digits")
+    result = AdversarialTask(model, seed=0).evaluate(dulab.load_dataset("digits", "test").subset(range(40)))
+    assert {"loss", "fid", "kid", "inception_score", "precision", "recall"} <= set(result)
+    assert all(isinstance(v, float) for v in result.values())
+    assert 1.0 <= result["inception_score"] <= 10.0 and result["fid"] > 0
+
+
+def test_gradient_penalty_needs_a_critic_without_batch_norm():
+    with pytest.raises(UserError, match="d_norm"):
+        dulab.build_model("wgan_gp", SPECS["digits"], d_norm="batch")
+
+
+class _ShiftGAN(dulab.models.gan.gan.GAN):
+    """A GAN whose generator is the fixed map z -> z + 1, so that p_g = N(1, 1) is known."""
+
+    def build_generator(self):
+        g = torch.nn.Linear(1, 1)
+        with torch.no_grad():
+            g.weight.fill_(1.0)
+            g.bias.fill_(1.0)
+        return g
+
+
+def test_discriminator_approaches_the_bayes_optimal_one():
+    # Goodfellow et al. 2014, Prop. 1: for a fixed G the optimal D is p_data / (p_data + p_g). With p_data = N(0, 1)
+    # and p_g = N(1, 1) that is sigmoid(log N(x; 0, 1) - log N(x; 1, 1)) = sigmoid(1/2 - x). G never steps here
+    # (n_critic larger than the number of steps), so only D trains, through the task's D phase.
+    torch.manual_seed(0)
+    model = _ShiftGAN(DataSpec((1,), "continuous"), _ShiftGAN.Config(latent_dim=1, hidden_sizes=(32,),
+                                                                     n_critic=10**6))
+    task = _task(model, lr=3e-3)
+    for step in range(400):
+        task.training_step(dulab.training.batch.Batch(torch.randn(256, 1), torch.full((256,), -1)), step)
+    x = torch.linspace(-1.5, 2.5, 41)[:, None]
+    with torch.no_grad():
+        d = torch.sigmoid(model.discriminate(x))
+    optimal = torch.sigmoid(0.5 - x[:, 0])
+    err = float((d - optimal).abs().max())
+    assert err < 0.06, f"max |D - D*| = {err:.4f}"  # 0.015 when written (seed 0)
+    assert float(model.G.bias.detach()) == 1.0 and float(model.G.weight.detach()) == 1.0  # G untouched
+
+
+def test_engine_ema_averages_the_generator_and_is_scored(tmp_path):
+    # The engine's --ema averages every weight (G's included); each evaluation scores the average and the raw
+    # weights by FID and keeps the better one, whose G is what samples come from (dulab.load(which="auto")).
+    run = _moons_run(tmp_path / "e", epochs=2, ema_decay=0.9)
+    raw, ema = (load_weights(tmp_path / "e" / f) for f in ("model.safetensors", "ema.safetensors"))
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw if k.startswith("G."))
+    last = run.metrics[-1]
+    assert {"test_fid_last", "test_fid_ema"} <= set(last) and last["weights"] in ("last", "ema")
+    chosen = min(("last", "ema"), key=lambda w: last[f"test_fid_{w}"])
+    assert last["weights"] == chosen and last["test_fid"] == last[f"test_fid_{chosen}"]
+    model = dulab.load(tmp_path / "e", which="ema")
+    assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
