@@ -78,3 +78,17 @@ def test_two_ranks_of_batch_b_match_one_process_of_batch_2b(ddp_and_single_runs)
         assert err < 1e-6, f"{k}: 2 x 64 and 1 x 128 differ by {err:.2e}"
     init = torch.zeros_like(a["logits"]) if "logits" in a else None
     assert init is None or not torch.equal(a["logits"], init), "training must have moved the weights"
+
+
+def test_two_process_gan_run_keeps_generator_and_discriminator_in_sync(tmp_path):
+    # The adversarial task's D step leaves G without gradients (and the G step D): DDP must allow unused parameters.
+    out = tmp_path / "gan_ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dulab", "train", "gan", "--data", "moons", "--epochs", "1", "--device", "cpu",
+         "--devices", "2", "--strategy", "ddp", "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+    assert summary["rank_checksums"][0] == summary["rank_checksums"][1]

@@ -45,8 +45,10 @@ __all__ = ["Engine", "evaluate", "make_fabric", "lr_schedule", "weights_checksum
 evaluate = loss_means
 
 
-def make_fabric(train_cfg):
-    """A launched-later ``lightning.fabric.Fabric`` for the requested device, device count, strategy and precision."""
+def make_fabric(train_cfg, task_class=None):
+    """A (not yet launched) ``lightning.fabric.Fabric`` for the requested device, device count, strategy and
+    precision. Under DDP, a task whose steps leave some parameters without gradients (``task_class.
+    ddp_find_unused_parameters``: an adversarial task's D step never touches G) gets DDP's unused-parameter search."""
     from lightning_fabric import Fabric
 
     accelerator = train_cfg.device
@@ -58,6 +60,10 @@ def make_fabric(train_cfg):
     if (train_cfg.devices > 1 or train_cfg.num_nodes > 1) and strategy == "auto":
         strategy = "ddp"
     precision = "32-true" if train_cfg.precision == "32" else train_cfg.precision
+    if strategy == "ddp" and getattr(task_class, "ddp_find_unused_parameters", False):
+        from lightning_fabric.strategies import DDPStrategy
+
+        strategy = DDPStrategy(find_unused_parameters=True)
     return Fabric(accelerator=accelerator, devices=train_cfg.devices, num_nodes=train_cfg.num_nodes,
                   strategy=strategy, precision=precision)
 
@@ -200,7 +206,7 @@ class Engine:
     def _setup(self) -> None:
         cfg = self.cfg = self.config.train
         if self.fabric is None:
-            self.fabric = make_fabric(cfg)
+            self.fabric = make_fabric(cfg, get_task_class(self.model))
             self.fabric.launch()
         fabric = self.fabric
         self.rank, self.world = fabric.global_rank, fabric.world_size

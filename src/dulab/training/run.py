@@ -19,6 +19,7 @@ from dulab.errors import CheckpointError, UserError
 from dulab.training import checkpoint as ckpt
 from dulab.training.engine import Engine, make_fabric
 from dulab.training.seeding import seed_everything
+from dulab.training.tasks import get_task_class
 
 __all__ = ["Run", "train", "load", "resume", "read_run_config", "default_run_dir", "resolve_weights"]
 
@@ -176,7 +177,7 @@ def train(name_or_model, data="digits", eval_data=None, *, epochs: int | None = 
     train_cfg = make_config(TrainConfig, base, "training option")
 
     # Launch first (Fabric's launcher, torchrun or SLURM): then only rank 0 creates and writes the run directory.
-    fabric = make_fabric(train_cfg)
+    fabric = make_fabric(train_cfg, get_task_class(model))
     fabric.launch()
 
     def make_dir() -> Path:
@@ -335,7 +336,7 @@ def resume(run_dir, *, epochs: int | None = None, data: TensorDataset | None = N
     if train_ds.spec != spec:
         raise UserError(f"the data are {train_ds.spec.describe()} but the run was trained on {spec.describe()}")
     model = build_model(config.model.name, spec, **config.model.hparams)
-    fabric = make_fabric(config.train)
+    fabric = make_fabric(config.train, get_task_class(model))
     fabric.launch()
     if fabric.is_global_zero:
         raw = ckpt.read_json(run_dir / "config.json")

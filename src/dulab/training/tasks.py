@@ -103,6 +103,8 @@ class Task:
     #: The entry of ``evaluate()`` that picks ``best.safetensors``, and whether lower or higher is better.
     best_metric: str = "loss"
     best_mode: str = "min"
+    #: True when a step can leave some parameters without gradients (DDP must then search for unused ones).
+    ddp_find_unused_parameters: bool = False
 
     def __init__(self, model, config: TrainConfig | None = None, *, seed: int = 0):
         self.model, self.config, self.seed = model, config or TrainConfig(), seed
@@ -214,6 +216,8 @@ class AdversarialTask(Task):
 
     best_metric = "fid"
     best_mode = "min"
+    #: Each phase leaves the other network without gradients: DDP must look for unused parameters.
+    ddp_find_unused_parameters = True
     #: Samples drawn per evaluation (at most the dataset's size).
     eval_samples: int = 500
 
