@@ -15,7 +15,7 @@ from typing import Any, Literal, Union
 from dulab.errors import UserError, closest
 
 __all__ = ["TrainConfig", "ModelRef", "DataRef", "RunConfig", "coerce", "parse_assignments", "make_config",
-           "config_fields", "require_at_least", "require_odd", "require_fraction"]
+           "config_fields", "require_at_least", "require_odd", "require_fraction", "require_widths"]
 
 
 #: How the learning rate continues when a finished schedule is extended (``dulab resume --schedule``).
@@ -158,6 +158,15 @@ def require_at_least(obj, minimum, *names: str) -> None:
         value = getattr(obj, name)
         if value < minimum:
             raise UserError(f"{name} must be >= {minimum}, got {value}")
+
+
+def require_widths(obj, *names: str) -> None:
+    """Every named field (layer widths, e.g. ``hidden_sizes``) becomes a tuple of ints, each >= 1."""
+    for name in names:
+        widths = tuple(int(h) for h in getattr(obj, name))
+        if any(h < 1 for h in widths):
+            raise UserError(f"{name} must be positive widths, got {widths}")
+        setattr(obj, name, widths)
 
 
 def require_odd(obj, minimum: int, *names: str) -> None:

@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from dulab.config import check_choices, require_at_least
+from dulab.config import check_choices, require_at_least, require_widths
 from dulab.errors import UserError
 from dulab.models.base import Model
 from dulab.models.latent.networks import (
@@ -67,9 +67,7 @@ class AutoencoderConfig:
 
     def __post_init__(self):
         check_choices(self)
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        if any(h < 1 for h in self.hidden_sizes):
-            raise UserError(f"hidden_sizes must be positive widths, got {self.hidden_sizes}")
+        require_widths(self, "hidden_sizes")
         require_at_least(self, 1, "code_dim", "hidden_channels")
         if not 0 < self.sparsity_target < 1:
             raise UserError(f"sparsity_target must be in (0, 1), got {self.sparsity_target}")

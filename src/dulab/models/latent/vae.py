@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from dulab.config import check_choices, require_at_least
+from dulab.config import check_choices, require_at_least, require_widths
 from dulab.distributions.gaussian import diag_gaussian_log_prob, standard_normal_log_prob
 from dulab.errors import UserError
 from dulab.losses.elbo import free_bits_kl, gaussian_kl_standard, iwae_bound
@@ -76,9 +76,7 @@ class VAEConfig:
 
     def __post_init__(self):
         check_choices(self)
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        if any(h < 1 for h in self.hidden_sizes):
-            raise UserError(f"hidden_sizes must be positive widths, got {self.hidden_sizes}")
+        require_widths(self, "hidden_sizes")
         require_at_least(self, 1, "latent_dim", "hidden_channels")
         if self.beta < 0 or self.free_bits < 0 or self.decoder_std <= 0:
             raise UserError(f"need beta >= 0, free_bits >= 0 and decoder_std > 0; got beta={self.beta}, "
