@@ -30,16 +30,20 @@ References:
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from dulab.errors import UserError, closest
 
-__all__ = ["LOSS_KINDS", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty"]
+__all__ = ["LOSS_KINDS", "LossKind", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty"]
 
-LOSS_KINDS = ("minimax", "non_saturating", "wasserstein", "hinge", "least_squares")
+#: The loss kinds, as a type for model configs (``--set loss=...`` is checked against it) and as a tuple.
+LossKind = Literal["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"]
+LOSS_KINDS = typing.get_args(LossKind)
 
 
 def _check_kind(kind: str) -> None:

@@ -34,6 +34,7 @@ from torch import nn
 
 from dulab.config import check_choices, require_at_least
 from dulab.errors import UserError
+from dulab.losses.gan import LossKind
 from dulab.models.base import Model
 
 __all__ = ["GANConfig", "GANModel"]
@@ -58,7 +59,7 @@ class GANConfig:
     """
 
     latent_dim: int = 64
-    loss: Literal["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"] = "non_saturating"
+    loss: LossKind = "non_saturating"
     n_critic: int = 1
     clip_value: float = 0.01
     gp_weight: float = 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from dulab.losses.gan import LossKind
 from dulab.models.gan.dcgan import DCGAN, DCGANConfig
 
 __all__ = ["SNGAN", "SNGANConfig"]
@@ -21,7 +22,7 @@ __all__ = ["SNGAN", "SNGANConfig"]
 class SNGANConfig(DCGANConfig):
     """``DCGANConfig`` with the SN-GAN defaults: hinge loss, spectral norm in D, no batch norm in D."""
 
-    loss: Literal["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"] = "hinge"
+    loss: LossKind = "hinge"
     d_norm: Literal["batch", "none"] = "none"
     use_spectral_norm: bool = True
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from dulab.losses.gan import LossKind
 from dulab.models.gan.dcgan import DCGAN, DCGANConfig
 
 __all__ = ["WGAN", "WGANConfig"]
@@ -21,7 +22,7 @@ __all__ = ["WGAN", "WGANConfig"]
 class WGANConfig(DCGANConfig):
     """``DCGANConfig`` with the WGAN defaults (see the module docstring)."""
 
-    loss: Literal["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"] = "wasserstein"
+    loss: LossKind = "wasserstein"
     n_critic: int = 5
     clip_value: float = 0.01
     optimizer: Literal["adam", "rmsprop"] = "rmsprop"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dulab.errors import UserError
+from dulab.losses.gan import LossKind
 from dulab.models.gan.dcgan import DCGAN, DCGANConfig
 
 __all__ = ["WGANGP", "WGANGPConfig"]
@@ -23,7 +24,7 @@ __all__ = ["WGANGP", "WGANGPConfig"]
 class WGANGPConfig(DCGANConfig):
     """``DCGANConfig`` with the WGAN-GP defaults (see the module docstring)."""
 
-    loss: Literal["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"] = "wasserstein"
+    loss: LossKind = "wasserstein"
     n_critic: int = 5
     clip_value: float = 0.0
     gp_weight: float = 10.0
