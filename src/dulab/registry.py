@@ -55,6 +55,7 @@ MODELS: dict[str, ModelEntry] = {
     "nice": ModelEntry("dulab.models.flows.nice:NICE", "flow"),
     "real_nvp": ModelEntry("dulab.models.flows.real_nvp:RealNVP", "flow"),
     "glow": ModelEntry("dulab.models.flows.glow:Glow", "flow"),
+    "ffjord": ModelEntry("dulab.models.flows.ffjord:FFJORD", "flow"),
     # --- GANs ---
     "gan": ModelEntry("dulab.models.gan.gan:GAN", "gan"),
     "dcgan": ModelEntry("dulab.models.gan.dcgan:DCGAN", "gan"),

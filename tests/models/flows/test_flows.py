@@ -29,7 +29,8 @@ FLOWS = [name for name, entry in MODELS.items() if entry.family == "flow"]
 
 # Small sizes for whichever of these fields a flow's config has (no per-model special cases).
 TINY = {"hidden_sizes": (8,), "hidden_channels": 4, "num_blocks": 0, "num_layers": 2, "num_steps": 2,
-        "num_components": 4, "num_scales": 2, "num_squeezes": 1, "num_dequant_layers": 2, "dequant_hidden": 4}
+        "num_components": 4, "num_scales": 2, "num_squeezes": 1, "num_dequant_layers": 2, "dequant_hidden": 4,
+        "rtol": 1e-10, "atol": 1e-10}  # ODE flows: solve to float64 precision where the checks compare to 1e-6
 
 SPECS = {
     "vec1": DataSpec((1,), "continuous"),

@@ -3,7 +3,11 @@ weight, and an affine coupling; on images, levels of squeeze, K steps and a spli
 out (multi-scale). On vectors the 1x1 convolution is an invertible linear map and the coupling splits the features
 in halves.
 
-The factored-out channels use the standard normal (Glow's learned conditional prior for them is not implemented).
+With ``learned_prior=true`` the factored-out channels get Glow's learned conditional prior: a Gaussian whose mean
+and log-scale are computed from the channels that continue, by a zero-initialised convolutional net. It is
+implemented as an affine coupling on the factored-out channels conditioned on the rest, right before the split
+(``(z1 - mu(h)) / sigma(h)`` then the standard normal), which is exactly that density. The top level keeps the
+standard normal.
 
 References:
     Kingma, Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018, arXiv:1807.03039.
@@ -46,6 +50,7 @@ class GlowConfig(FlowConfig):
         transformer: coupling map, ``"affine"``, ``"additive"`` or ``"spline"``.
         num_bins: spline bins.
         tail_bound: half-width of the spline interval.
+        learned_prior: a learned conditional Gaussian prior for the channels factored out at each split.
     """
 
     num_steps: int = 8
@@ -56,6 +61,7 @@ class GlowConfig(FlowConfig):
     transformer: Literal["affine", "additive", "spline"] = "affine"
     num_bins: int = 8
     tail_bound: float = 5.0
+    learned_prior: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -108,6 +114,10 @@ class Glow(FlowModel):
         layers = [Squeeze()]  # (C, H, W) -> (4C, H/2, W/2)
         layers += [self._step(channel_mask(C2, H2, W2), C2) for _ in range(c.num_steps)]
         if level < c.num_squeezes - 1:
+            if c.learned_prior:  # the factored-out half (first channels) given the half that continues
+                layers.append(coupling(channel_mask(C2, H2, W2, first=False), make_transformer("affine"),
+                                       hidden_channels=c.hidden_channels, num_blocks=0,
+                                       context_features=self.context_features))
             layers.append(FactorOut(self._level(C2 // 2, H2, W2, level + 1)))
         layers.append(Inverse(Squeeze()))
         return Chain(layers)
