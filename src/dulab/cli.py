@@ -1,4 +1,5 @@
-"""The ``dulab`` command: ``list``, ``train``, ``sample``, ``eval``, ``resume``, ``compare``.
+"""The ``dulab`` command: ``list``, ``train``, ``sample``, ``eval``, ``resume``, ``compare``, ``compress``,
+``decompress``, ``score``.
 
 User mistakes (unknown model or dataset, bad value, missing file, wrong shape, corrupt checkpoint) print one line
 and exit with status 2; a NaN/inf loss exits with status 1 and a message; Ctrl-C saves the run and exits 130.
@@ -155,7 +156,46 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="compare", help="output folder (default ./compare)")
     c.add_argument("--evaluate", action="store_true",
                    help="run `dulab eval` (and write eval.json) for runs that have none")
+    _add_coding_parsers(sub)
     return p
+
+
+def _add_coding_parsers(sub) -> None:
+    """``compress``, ``decompress`` and ``score``: likelihood models put to work (dulab.compression, dulab.scores)."""
+    for name, verb in (("compress", "Compress"), ("decompress", "Restore")):
+        k = sub.add_parser(name, help=f"{verb.lower()} data losslessly with a discrete likelihood model",
+                           formatter_class=_FMT,
+                           description=f"{verb} data with RUN's model (entropy coding with its conditionals). "
+                                       "INPUT of compress: a .npy array of integer levels (N, *event) or a folder "
+                                       "of PNG images; decompress restores them exactly (a .npy file or a PNG "
+                                       "folder). Decode with the same run, weights, machine and thread count.",
+                           epilog="examples:\n  dulab compress runs/pixel_cnn-digits digits.npy digits.dlz\n"
+                                  "  dulab decompress runs/pixel_cnn-digits digits.dlz restored.npy\n"
+                                  "  dulab compress runs/pixel_cnn-shapes pngs/ pngs.dlz")
+        k.add_argument("run", help="run directory")
+        k.add_argument("input", help="input file or folder")
+        k.add_argument("output", help="output file or folder")
+        k.add_argument("--which", choices=["auto", "last", "best", "ema"], default="auto", help="which weights")
+        if name == "compress":
+            k.add_argument("--batch-size", type=int, default=256, help="examples coded together")
+
+    o = sub.add_parser("score", help="per-example log-likelihood and bits/dim (anomaly scores) to a CSV",
+                       formatter_class=_FMT,
+                       description="Score every example of a dataset split with RUN's model: log-likelihood in "
+                                   "nats and bits/dim, written to a CSV (index, label, log_prob, bpd). Low "
+                                   "likelihood flags anomalies, but see `dulab.scores` on why simpler "
+                                   "out-of-distribution data can score higher (and the typicality test).",
+                       epilog="examples:\n  dulab score runs/pixel_cnn-digits --data digits --out in.csv\n"
+                              "  dulab score runs/pixel_cnn-digits --data digits_ood --data-option kind=blank")
+    o.add_argument("run", help="run directory")
+    o.add_argument("--data", default=None, help="dataset name (default: the run's own dataset)")
+    o.add_argument("--data-dir", default=None, help="directory with the files of file-backed datasets")
+    o.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="dataset option")
+    o.add_argument("--split", choices=["train", "test"], default="test")
+    o.add_argument("--out", default="scores.csv", help="output CSV (default scores.csv)")
+    o.add_argument("--which", choices=["auto", "last", "best", "ema"], default="auto", help="which weights")
+    o.add_argument("--batch-size", type=int, default=256)
+    o.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
 def _device(name: str) -> str:
@@ -380,8 +420,41 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_compress(args) -> int:
+    from dulab.compression import compress_file
+
+    out = compress_file(args.run, args.input, args.output, batch_size=args.batch_size, which=args.which)
+    print(f"compressed {out['examples']} examples ({out['dims']} dimensions) to {out['bytes']} bytes: "
+          f"{out['bits_per_dim']:.4f} bits/dim, {out['dims'] / max(out['seconds'], 1e-9):.0f} dims/s")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from dulab.compression import decompress_file
+
+    out = decompress_file(args.run, args.input, args.output, which=args.which)
+    print(f"restored {out['examples']} examples ({out['dims']} dimensions), "
+          f"{out['dims'] / max(out['seconds'], 1e-9):.0f} dims/s")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from dulab.config import parse_assignments
+    from dulab.scores import score_to_csv
+
+    out = score_to_csv(args.run, args.out, data=args.data, split=args.split, which=args.which,
+                       root=args.data_dir, data_options=parse_assignments(args.data_option, "--data-option") or None,
+                       batch_size=args.batch_size, device=_device(args.device))
+    print(f"scored {out['num_examples']} examples of {out['data']} ({args.split}): mean log-likelihood "
+          f"{out['mean_log_prob']:.4f} nats, {out['mean_bpd']:.4f} bits/dim")
+    print(f"wrote {args.out}")
+    return 0
+
+
 COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "resume": cmd_resume,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "compress": cmd_compress, "decompress": cmd_decompress, "score": cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,7 @@ MODELS: dict[str, ModelEntry] = {
     "gated_pixel_cnn": ModelEntry("dulab.models.autoregressive.gated_pixel_cnn:GatedPixelCNN", "autoregressive"),
     "pixel_cnn_pp": ModelEntry("dulab.models.autoregressive.pixel_cnn_pp:PixelCNNpp", "autoregressive"),
     "pixel_snail": ModelEntry("dulab.models.autoregressive.pixel_snail:PixelSNAIL", "autoregressive"),
+    "multiscale_pixel_cnn": ModelEntry("dulab.models.autoregressive.multiscale:MultiscalePixelCNN", "autoregressive"),
     # --- flows ---
     "cdf_flow": ModelEntry("dulab.models.flows.cdf_flow:CDFFlow", "flow"),
     "maf": ModelEntry("dulab.models.flows.maf:MAF", "flow"),
@@ -62,10 +63,22 @@ MODELS: dict[str, ModelEntry] = {
     "wgan": ModelEntry("dulab.models.gan.wgan:WGAN", "gan"),
     "wgan_gp": ModelEntry("dulab.models.gan.wgan_gp:WGANGP", "gan"),
     "sngan": ModelEntry("dulab.models.gan.sngan:SNGAN", "gan"),
+    "sagan": ModelEntry("dulab.models.gan.sagan:SAGAN", "gan"),
+    "biggan": ModelEntry("dulab.models.gan.biggan:BigGAN", "gan"),
+    "stylegan": ModelEntry("dulab.models.gan.stylegan:StyleGAN", "gan"),
     # --- latent-variable models and autoencoders ---
     "autoencoder": ModelEntry("dulab.models.latent.autoencoder:Autoencoder", "latent"),
     "vae": ModelEntry("dulab.models.latent.vae:VAE", "latent"),
     "iwae": ModelEntry("dulab.models.latent.vae:IWAE", "latent"),
+    "hierarchical_vae": ModelEntry("dulab.models.latent.hierarchical_vae:HierarchicalVAE", "latent"),
+    "pixel_vae": ModelEntry("dulab.models.latent.pixel_vae:PixelVAE", "latent"),
+    "vq_vae": ModelEntry("dulab.models.latent.vq_vae:VQVAE", "latent"),
+    "vq_vae2": ModelEntry("dulab.models.latent.vq_vae:VQVAE2", "latent"),
+    "vq_prior": ModelEntry("dulab.models.latent.vq_prior:VQPrior", "latent"),
+    # --- score-based and energy-based models ---
+    "ddpm": ModelEntry("dulab.models.diffusion.ddpm:DDPM", "diffusion"),
+    "ncsn": ModelEntry("dulab.models.diffusion.ncsn:NCSN", "diffusion"),
+    "ebm": ModelEntry("dulab.models.diffusion.ebm:EBM", "energy"),
 }
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -78,6 +91,8 @@ DATASETS: dict[str, DatasetEntry] = {
     "swiss_roll": DatasetEntry("dulab.data.toy2d:swiss_roll", "2 continuous"),
     "face": DatasetEntry("dulab.data.toy2d:face", "2 continuous"),
     "gaussians2d": DatasetEntry("dulab.data.toy2d:gaussians2d", "2 continuous, true density"),
+    "ring8": DatasetEntry("dulab.data.toy2d:ring8", "2 continuous, true density"),
+    "grid25": DatasetEntry("dulab.data.toy2d:grid25", "2 continuous, true density"),
     # discrete toys
     "discrete1d": DatasetEntry("dulab.data.discrete:discrete1d", "1 discrete, bins levels (20), true pmf"),
     "discrete2d": DatasetEntry("dulab.data.discrete:discrete2d", "2 discrete, bins levels (25), true pmf"),
@@ -89,6 +104,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "sprites": DatasetEntry("dulab.data.sprites:sprites", "1x64x64, 2 levels, 3 classes, 5 factors (dSprites-style)"),
     "photos": DatasetEntry("dulab.data.photos:photos", "3x32x32, 256 levels, held-out photos (needs scikit-image)"),
     "text": DatasetEntry("dulab.data.text:text", "seq_len chars (64), vocab levels"),
+    "digits_ood": DatasetEntry("dulab.data.ood:digits_ood", "1x8x8, 17 levels: blank, constant, shapes or noise (OOD)"),
     # from files (--data-dir / root=)
     "mnist": DatasetEntry("dulab.data.files:mnist", "1x28x28, 256 levels, 10 classes (IDX files)",
                           "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "

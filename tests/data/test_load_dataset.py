@@ -22,12 +22,15 @@ EMBEDDED = {
     "swiss_roll": ((2,), "continuous", None, None, 10000, 2000),
     "face": ((2,), "continuous", None, 3, 10000, 2000),
     "gaussians2d": ((2,), "continuous", None, None, 10000, 2000),
+    "ring8": ((2,), "continuous", None, 8, 10000, 2000),
+    "grid25": ((2,), "continuous", None, 25, 10000, 2000),
     "discrete1d": ((1,), "discrete", 20, None, 8333, 1667),
     "discrete2d": ((2,), "discrete", 25, None, 8333, 1667),
     "shapes": ((1, 20, 20), "discrete", 2, 4, 5000, 1000),
     "digits": ((1, 8, 8), "discrete", 17, 10, 1437, 360),
     "digits_binary": ((1, 8, 8), "discrete", 2, 10, 1437, 360),
     "digits_color": ((3, 8, 8), "discrete", 4, 10, 1437, 360),
+    "digits_ood": ((1, 8, 8), "discrete", 17, None, 360, 360),  # out-of-distribution sets for digits models
     "sprites": ((1, 64, 64), "discrete", 2, 3, 5000, 1000),  # num_samples=6000, the test split the last sixth
     "photos": ((3, 32, 32), "discrete", 256, None, 5000, 5000),  # num_crops=5000 in each split
     "text": None,

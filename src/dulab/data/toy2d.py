@@ -1,14 +1,14 @@
 """Continuous 2-D toy densities for flows, VAEs and GANs: moons, circles, eight Gaussians, checkerboard,
-spirals, swiss roll, a face, and single 2-D Gaussians.
+spirals, swiss roll, a face, single 2-D Gaussians, and the mode-collapse mixtures ``ring8`` and ``grid25``.
 
-All are generated here from a fixed seed (option ``seed``) and lie roughly within ``[-4, 4]^2``; the scale of
-each is in its docstring. ``num_samples`` examples are drawn once (cached per option set) and the last sixth
-is the test split, so train and test are disjoint draws from the same distribution. Where the generator has a
-closed-form density (``eight_gaussians``, ``checkerboard``, ``gaussians2d``) the dataset carries
-``true_log_prob`` (nats), so a model's test NLL can be compared with the true entropy. The eight-Gaussians and
-checkerboard densities follow the toy benchmarks of FFJORD (Grathwohl et al., 2018, arXiv:1810.01367);
-``gaussians2d`` follows the posterior-collapse exercise of the Berkeley CS294-158 Deep Unsupervised Learning
-course (homework 3).
+All are generated here from a fixed seed (option ``seed``) and lie roughly within ``[-4, 4]^2`` (``grid25``'s outer
+modes sit on its edge); the scale of each is in its docstring. ``num_samples`` examples are drawn once (cached per
+option set) and the last sixth is the test split, so train and test are disjoint draws from the same distribution.
+Where the generator has a closed-form density (``eight_gaussians``, ``checkerboard``, ``gaussians2d``, ``ring8``,
+``grid25``) the dataset carries ``true_log_prob`` (nats), so a model's test NLL can be compared with the true
+entropy. The eight-Gaussians and checkerboard densities follow the toy benchmarks of FFJORD (Grathwohl et al.,
+2018, arXiv:1810.01367); ``gaussians2d`` follows the posterior-collapse exercise of the Berkeley CS294-158 Deep
+Unsupervised Learning course (homework 3).
 """
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ from dulab.data._util import positional_range, readonly, require, tensor
 from dulab.data.base import DataSpec, TensorDataset
 
 __all__ = ["moons", "circles", "eight_gaussians", "checkerboard", "spirals", "swiss_roll", "face",
-           "gaussians2d", "TEST_FRACTION"]
+           "gaussians2d", "ring8", "grid25", "mode_centres", "TEST_FRACTION"]
 
 TEST_FRACTION = 1 / 6
 """Fraction of ``num_samples`` that forms the test split (the last draws)."""
 
 # eight_gaussians: component centres on a circle of this radius.
 _RING_RADIUS = 2.5
+# grid25: 5 x 5 component centres at {-4, -2, 0, 2, 4}^2 (VEEGAN, PacGAN).
+_GRID_HALF_WIDTH = 4
+_GRID_SPACING = 2
 # checkerboard: a 4x4 board of 2x2 squares covering [-4, 4)^2; the 8 squares with an even index sum are black.
 _BOARD_HALF_WIDTH = 4.0
 _SQUARE = 2.0
@@ -77,6 +80,32 @@ def _sample_eight_gaussians(rng, n, *, noise):
     return _ring_centres()[y] + noise * rng.standard_normal((n, 2)), y
 
 
+def _grid_centres() -> np.ndarray:
+    c = np.arange(-_GRID_HALF_WIDTH, _GRID_HALF_WIDTH + 1, _GRID_SPACING, dtype=np.float64)  # -4, -2, 0, 2, 4
+    return np.stack(np.meshgrid(c, c, indexing="ij"), axis=-1).reshape(-1, 2)  # (25, 2), row-major
+
+
+def _mode_centres(name: str, radius: float = 2.0) -> np.ndarray:
+    if name == "ring8":
+        angle = np.arange(8) * (math.pi / 4)
+        return radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)  # (8, 2)
+    return _grid_centres()
+
+
+def _sample_modes(rng, n, *, std, radius=2.0, kind):
+    centres = _mode_centres(kind, radius)
+    y = rng.integers(0, len(centres), n)
+    return centres[y] + std * rng.standard_normal((n, 2)), y
+
+
+def _sample_ring8(rng, n, *, std, radius):
+    return _sample_modes(rng, n, std=std, radius=radius, kind="ring8")
+
+
+def _sample_grid25(rng, n, *, std):
+    return _sample_modes(rng, n, std=std, kind="grid25")
+
+
 def _sample_checkerboard(rng, n):
     col = rng.integers(0, _NUM_SQUARES, n)
     row = 2 * rng.integers(0, _NUM_SQUARES // 2, n) + col % 2  # col + row even: a black square
@@ -118,7 +147,7 @@ def _sample_gaussian(rng, n, *, covariance):
 _SAMPLERS = {
     "moons": _sample_moons, "circles": _sample_circles, "eight_gaussians": _sample_eight_gaussians,
     "checkerboard": _sample_checkerboard, "spirals": _sample_spirals, "swiss_roll": _sample_swiss_roll,
-    "face": _sample_face, "gaussians2d": _sample_gaussian,
+    "face": _sample_face, "gaussians2d": _sample_gaussian, "ring8": _sample_ring8, "grid25": _sample_grid25,
 }
 
 
@@ -168,7 +197,7 @@ def _build(name: str, split: str, num_samples: int, seed: int, *, num_classes: i
            true_log_prob=None, **params) -> TensorDataset:
     require(num_samples >= 12, f"{name}: num_samples must be >= 12, got {num_samples}")
     require(seed >= 0, f"{name}: seed must be >= 0, got {seed}")
-    for key in ("noise", "eye_std"):
+    for key in ("noise", "eye_std", "std", "radius"):
         if key in params:
             require(params[key] >= 0, f"{name}: {key} must be >= 0, got {params[key]}")
     x, y = _generate(name, num_samples, seed, tuple(sorted(params.items())))
@@ -325,3 +354,53 @@ def gaussians2d(split: str = "train", root: str | None = None, *, num_samples: i
     mean, cov = _GAUSSIANS[covariance]
     log_prob = functools.partial(_gaussian_log_prob, mean=mean, cov=cov)
     return _build("gaussians2d", split, num_samples, seed, true_log_prob=log_prob, covariance=covariance)
+
+
+def mode_centres(name: str, radius: float = 2.0) -> torch.Tensor:
+    """The component centres of ``ring8`` (``(8, 2)``, at ``radius``) or ``grid25`` (``(25, 2)``), float64."""
+    require(name in ("ring8", "grid25"), f"mode_centres: name must be 'ring8' or 'grid25', got {name!r}")
+    return torch.from_numpy(_mode_centres(name, radius).copy())
+
+
+def ring8(split: str = "train", root: str | None = None, *, num_samples: int = 12000, std: float = 0.05,
+          radius: float = 2.0, seed: int = 0) -> TensorDataset:
+    """The mode-collapse ring: an equal mixture of 8 Gaussians of std 0.05 centred on a circle of radius 2 at
+    angles ``k pi / 4`` (the 2D-ring of VEEGAN, Srivastava et al. 2017, arXiv:1705.07761; PacGAN, Lin et al.
+    2018, arXiv:1712.04086). ``eight_gaussians`` is the wider density-estimation variant (std 0.3, radius 2.5).
+    ``true_log_prob`` is the mixture density in nats.
+
+    Args:
+        split: ``"train"`` or ``"test"`` (the last sixth of the draws).
+        root: unused (embedded data).
+        num_samples: train + test examples.
+        std: standard deviation of each component (> 0).
+        radius: radius of the ring (> 0).
+        seed: seed of the draw.
+    Returns:
+        ``(N, 2)`` float32 points; labels ``(N,)`` in {0..7}: the component.
+    """
+    require(std > 0 and radius > 0, f"ring8: std and radius must be > 0, got {std} and {radius}")
+    centres = tuple(map(tuple, _mode_centres("ring8", radius).tolist()))
+    log_prob = functools.partial(_mixture_log_prob, centres=centres, std=float(std))
+    return _build("ring8", split, num_samples, seed, num_classes=8, true_log_prob=log_prob, std=std, radius=radius)
+
+
+def grid25(split: str = "train", root: str | None = None, *, num_samples: int = 12000, std: float = 0.05,
+           seed: int = 0) -> TensorDataset:
+    """The mode-collapse grid: an equal mixture of 25 Gaussians of std 0.05 centred at ``{-4, -2, 0, 2, 4}^2``
+    (the 2D-grid of VEEGAN, Srivastava et al. 2017, and PacGAN, Lin et al. 2018). ``true_log_prob`` is the
+    mixture density in nats.
+
+    Args:
+        split: ``"train"`` or ``"test"`` (the last sixth of the draws).
+        root: unused (embedded data).
+        num_samples: train + test examples.
+        std: standard deviation of each component (> 0).
+        seed: seed of the draw.
+    Returns:
+        ``(N, 2)`` float32 points; labels ``(N,)`` in {0..24}: the component, row-major over the grid.
+    """
+    require(std > 0, f"grid25: std must be > 0, got {std}")
+    centres = tuple(map(tuple, _grid_centres().tolist()))
+    log_prob = functools.partial(_mixture_log_prob, centres=centres, std=float(std))
+    return _build("grid25", split, num_samples, seed, num_classes=25, true_log_prob=log_prob, std=std)

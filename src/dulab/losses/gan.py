@@ -26,6 +26,8 @@ References:
     Miyato, Kataoka, Koyama, Yoshida. "Spectral Normalization for Generative Adversarial Networks", 2018,
     arXiv:1802.05957.
     Mescheder, Geiger, Nowozin. "Which Training Methods for GANs do actually Converge?", 2018, arXiv:1801.04406.
+    Salimans, Goodfellow, Zaremba, Cheung, Radford, Chen. "Improved Techniques for Training GANs", 2016,
+    arXiv:1606.03498 (label smoothing, feature matching).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import torch.nn.functional as F
 
 from dulab.errors import UserError, closest
 
-__all__ = ["LOSS_KINDS", "LossKind", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty"]
+__all__ = ["LOSS_KINDS", "LossKind", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty",
+           "feature_matching_loss"]
 
 #: The loss kinds, as a type for model configs (``--set loss=...`` is checked against it) and as a tuple.
 LossKind = Literal["minimax", "non_saturating", "wasserstein", "hinge", "least_squares"]
@@ -51,20 +54,29 @@ def _check_kind(kind: str) -> None:
         raise UserError(f"unknown GAN loss kind {kind!r}; {closest(kind, LOSS_KINDS)}")
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str, *,
+                       real_target: float = 1.0) -> torch.Tensor:
     """The loss the discriminator (critic) minimises.
 
     Args:
         real_logits: ``(B_r,)`` (or any shape) discriminator outputs on real data.
         fake_logits: ``(B_f,)`` outputs on generated data.
         kind: one of ``LOSS_KINDS``.
+        real_target: the target probability of real data for the logistic kinds (``minimax``,
+            ``non_saturating``): below 1 it is one-sided label smoothing (Salimans et al. 2016, Sec. 3.4), the
+            real term becoming the cross-entropy ``t softplus(-r) + (1 - t) softplus(r)``; the fake target stays 0.
     Returns:
         A scalar: the mean over real examples plus the mean over fake ones (for ``minimax`` and
         ``non_saturating`` at logits 0 this is ``2 log 2``).
     """
     _check_kind(kind)
     if kind in ("minimax", "non_saturating"):
-        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        real_term = F.softplus(-real_logits)
+        if real_target != 1.0:
+            real_term = real_target * real_term + (1.0 - real_target) * F.softplus(real_logits)
+        return real_term.mean() + F.softplus(fake_logits).mean()
+    if real_target != 1.0:
+        raise UserError(f"real_target (label smoothing) applies to the logistic losses only, not {kind!r}")
     if kind == "wasserstein":
         return fake_logits.mean() - real_logits.mean()
     if kind == "hinge":
@@ -90,6 +102,19 @@ def generator_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
     if kind in ("wasserstein", "hinge"):
         return -fake_logits.mean()
     return 0.5 * (fake_logits - 1).pow(2).mean()
+
+
+def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """Feature matching (Salimans et al. 2016, Sec. 3.1): ``||mean_x f(x) - mean_z f(G(z))||_2^2`` of D's
+    intermediate features ``(B, F)`` (the real ones are taken as constants).
+
+    Args:
+        real_features: ``(B_r, F)`` features of real data.
+        fake_features: ``(B_f, F)`` features of generated data.
+    Returns:
+        A scalar, the generator's loss.
+    """
+    return (real_features.detach().mean(0) - fake_features.mean(0)).pow(2).sum()
 
 
 def _input_grad_norms(critic: Callable, x: torch.Tensor) -> torch.Tensor:

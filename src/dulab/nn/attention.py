@@ -7,6 +7,8 @@ instead of a pass over the whole prefix; both paths run the same projections, so
 References:
     Vaswani, Shazeer, Parmar et al. "Attention Is All You Need", 2017, arXiv:1706.03762.
     Radford, Wu, Child et al. "Language Models are Unsupervised Multitask Learners" (GPT-2, pre-LN blocks), 2019.
+    Zhang, Goodfellow, Metaxas, Odena. "Self-Attention Generative Adversarial Networks", 2019, arXiv:1805.08318
+    (``SelfAttention2d``: every position of a feature map attends to every other one).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["KVCache", "CausalSelfAttention", "TransformerBlock"]
+__all__ = ["KVCache", "CausalSelfAttention", "TransformerBlock", "SelfAttention2d"]
 
 
 class KVCache:
@@ -114,3 +116,38 @@ class TransformerBlock(nn.Module):
         """``(B, T, E) -> (B, T, E)``; see ``CausalSelfAttention`` for ``cache``."""
         x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
+
+
+class SelfAttention2d(nn.Module):
+    """SAGAN's self-attention over the positions of a feature map (Zhang et al. 2019, Sec. 3, Eqs. 1-3).
+
+    With ``N = H W`` positions, ``f = W_f x`` (keys), ``g = W_g x`` (queries), ``h = W_h x`` (values) are 1x1
+    convolutions to ``C / reduction`` channels; ``beta[i, j] = softmax_j(g_i . f_j)`` (position ``i`` attends to
+    ``j``), ``o_i = W_v sum_j beta[i, j] h_j`` and the output is ``gamma o + x`` with a learned scalar ``gamma``
+    initialised to 0, so the block starts as the identity and the network learns to lean on it.
+
+    Args:
+        channels: C.
+        reduction: channel reduction of keys, queries and values (8 in the paper; at least one channel is kept).
+    """
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        inner = max(1, channels // reduction)
+        self.f = nn.Conv2d(channels, inner, 1, bias=False)
+        self.g = nn.Conv2d(channels, inner, 1, bias=False)
+        self.h = nn.Conv2d(channels, inner, 1, bias=False)
+        self.v = nn.Conv2d(inner, channels, 1, bias=False)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """``beta``: ``(B, C, H, W) -> (B, N, N)``, rows (queries) summing to 1."""
+        keys, queries = self.f(x).flatten(2), self.g(x).flatten(2)  # (B, C', H, W) -> (B, C', N)
+        return torch.softmax(queries.transpose(1, 2) @ keys, dim=-1)  # (B, N, C') @ (B, C', N) -> (B, N, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, C, H, W)``."""
+        B, C, H, W = x.shape
+        values = self.h(x).flatten(2)  # (B, C', N)
+        o = values @ self.attention(x).transpose(1, 2)  # o[:, :, i] = sum_j beta[i, j] h_j: (B, C', N)
+        return x + self.gamma * self.v(o.reshape(B, -1, H, W))

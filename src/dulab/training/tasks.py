@@ -21,6 +21,7 @@ Obligations of a subclass:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -196,7 +197,13 @@ class AdversarialTask(Task):
     ``requires_grad`` off: each phase changes only its own network's parameters (batch-norm running statistics and
     spectral-norm power iterates are buffers and do follow both forward passes). With ``loss="wasserstein"`` and
     ``clip_value > 0`` every D parameter is clamped to ``[-clip_value, clip_value]`` after its step (Arjovsky et
-    al. 2017); ``gp_weight`` adds the WGAN-GP penalty and ``r1_gamma`` the R1 penalty to the D loss.
+    al. 2017); ``gp_weight`` adds the WGAN-GP penalty and ``r1_gamma`` the R1 penalty to the D loss; the model's
+    ``generator_regularizer()`` (when not ``None``) is added to G's loss. Class-conditional models
+    (``is_conditional``) get the batch's labels as ``context=`` in both networks, in both phases and in evaluation.
+    The improved-training options of the config (``dulab.models.gan.tricks``: instance noise on D's inputs, one-sided
+    label smoothing, the bottleneck's KL term and beta, historical averaging of both players, feature matching) act
+    here; their state (historical means, beta) is in ``state_dict()["tricks"]``; ``model.set_training_step(step)``
+    runs before each step (progressive growing).
 
     Optimisers: ``[D, G]``, each with its scheduler. D's scheduler steps with every call, G's with every G step,
     and G's multiplier at its k-th step is the engine's schedule at step ``k n_critic``, so both follow the same
@@ -232,6 +239,9 @@ class AdversarialTask(Task):
         self.gan = model.config
         self.num_discriminator_steps = 0
         self.num_generator_steps = 0
+        from dulab.models.gan.tricks import TrainingTricks
+
+        self.tricks = TrainingTricks(model)  # improved-training options of the config (off by default)
 
     def make_optimizer(self, params, *, lr: float | None = None, betas=None) -> torch.optim.Optimizer:
         if getattr(self.gan, "optimizer", "adam") == "rmsprop":  # WGAN with clipping (Arjovsky et al. 2017)
@@ -248,26 +258,47 @@ class AdversarialTask(Task):
     def setup(self, fabric, module, optimizers, schedulers) -> None:
         super().setup(fabric, module, optimizers, schedulers)
         if hasattr(module, "mark_forward_method"):  # calls through DDP's forward when the module is wrapped
-            for name in ("generate", "discriminate"):
-                module.mark_forward_method(name)
+            for name in ("generate", "discriminate", "discriminator_features"):
+                if hasattr(self.model, name):
+                    module.mark_forward_method(name)
 
     def training_step(self, batch: Batch, step: int) -> dict:
         from dulab.losses.gan import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 
-        c, model, module = self.gan, self.model, self.module
+        c, model, module, tricks = self.gan, self.model, self.module, self.tricks
+        if hasattr(model, "set_training_step"):
+            model.set_training_step(step)  # progressive growing's fade-in
         real = model.to_critic_input(batch.x)
         n = real.shape[0]
+        # class-conditional GANs (is_conditional): G and D both see the batch's labels, fakes drawn for the same ones
+        ctx = self.context_of(batch.y)
+        kw = {} if ctx is None else {"context": model._check_context(ctx, n)}
         # --- discriminator phase: G's output is a constant here
         with torch.no_grad():
-            fake = module.generate(model.sample_latent(n))
-        d_loss = discriminator_loss(module.discriminate(real), module.discriminate(fake), c.loss)
+            fake = module.generate(model.sample_latent(n), **kw)
+        # improved training (dulab.models.gan.tricks): instance noise, label smoothing, the bottleneck's KL
+        real, fake = tricks.noisy(real, step), tricks.noisy(fake, step)
+        real_logits = module.discriminate(real, **kw)
+        kl_real = tricks.last_kl()
+        fake_logits = module.discriminate(fake, **kw)
+        kl_fake = tricks.last_kl()
+        smooth = {"real_target": 1.0 - tricks.c.label_smoothing} if tricks.c.label_smoothing > 0 else {}
+        d_loss = discriminator_loss(real_logits, fake_logits, c.loss, **smooth)
         total, out = d_loss, {"d_loss": d_loss.detach()}
+        if kl_real is not None:
+            term, kl = tricks.bottleneck_term(kl_real, kl_fake)
+            total = total + term
+            out["vdb_kl"], out["vdb_beta"] = kl, tricks.beta.detach().clone()
+        d_history = tricks.historical_penalty("d", model.discriminator_parameters())
+        if d_history is not None:
+            total = total + d_history
+            out["history_d"] = d_history.detach()
         if c.gp_weight > 0:
-            gp = gradient_penalty(module.discriminate, real, fake)
+            gp = gradient_penalty(functools.partial(module.discriminate, **kw), real, fake)
             total = total + c.gp_weight * gp
             out["gp"] = gp.detach()
         if c.r1_gamma > 0:
-            r1 = r1_penalty(module.discriminate, real)
+            r1 = r1_penalty(functools.partial(module.discriminate, **kw), real)
             total = total + 0.5 * c.r1_gamma * r1
             out["r1"] = r1.detach()
         self.optimizer_step(total, 0)
@@ -275,6 +306,9 @@ class AdversarialTask(Task):
             with torch.no_grad():
                 for p in model.discriminator_parameters():
                     p.clamp_(-c.clip_value, c.clip_value)
+        tricks.after_step("d", model.discriminator_parameters())
+        if kl_real is not None:
+            tricks.update_beta(kl)
         self.num_discriminator_steps += 1
         loss = total.detach()
         # --- generator phase, after every n_critic-th discriminator step
@@ -284,11 +318,23 @@ class AdversarialTask(Task):
             for p in d_params:
                 p.requires_grad_(False)
             try:
-                g_loss = generator_loss(module.discriminate(module.generate(model.sample_latent(n))), c.loss)
-                self.optimizer_step(g_loss, 1)
+                fake = tricks.noisy(module.generate(model.sample_latent(n), **kw), step)
+                if tricks.c.feature_matching:  # Salimans et al. 2016: match D's mean features on real data
+                    from dulab.losses.gan import feature_matching_loss
+
+                    with torch.no_grad():
+                        real_features = module.discriminator_features(real, **kw)
+                    g_loss = feature_matching_loss(real_features, module.discriminator_features(fake, **kw))
+                else:
+                    g_loss = generator_loss(module.discriminate(fake, **kw), c.loss)
+                reg = model.generator_regularizer()  # e.g. BigGAN's orthogonal regularisation; None for most
+                extra = [t for t in (reg, tricks.historical_penalty("g", model.generator_parameters()))
+                         if t is not None]
+                self.optimizer_step(g_loss + sum(extra) if extra else g_loss, 1)
             finally:
                 for p, flag in zip(d_params, flags):
                     p.requires_grad_(flag)
+            tricks.after_step("g", model.generator_parameters())
             self.num_generator_steps += 1
             out["g_loss"] = g_loss.detach()
             loss = loss + 0.0 * out["g_loss"]  # NaN/inf in G's loss reaches the engine's check
@@ -311,11 +357,15 @@ class AdversarialTask(Task):
         try:
             with isolated_rng(self.seed, device):
                 g = torch.Generator(device=device).manual_seed(self.seed)
-                fake = model.generate(model.sample_latent(n, generator=g))
                 idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))[:n]
                 reference = dataset.subset(idx)
+                # class-conditional GANs sample for the reference examples' labels
+                kw = ({"context": model._check_context(reference.labels_or_default().to(device), n)}
+                      if getattr(model, "is_conditional", False) else {})
+                fake = model.generate(model.sample_latent(n, generator=g), **kw)
                 real = model.to_critic_input(reference.x.to(device))
-                d_loss = discriminator_loss(model.discriminate(real), model.discriminate(fake), self.gan.loss)
+                d_loss = discriminator_loss(model.discriminate(real, **kw), model.discriminate(fake, **kw),
+                                            self.gan.loss)
             samples = model.from_critic_input(fake).cpu()
         finally:
             model.train(was_training)
@@ -333,19 +383,85 @@ class AdversarialTask(Task):
         return result
 
     def state_dict(self) -> dict:
+        tricks = self.tricks.state_dict()  # historical averages, the bottleneck's beta (when those are on)
         return {"num_discriminator_steps": self.num_discriminator_steps,
-                "num_generator_steps": self.num_generator_steps}
+                "num_generator_steps": self.num_generator_steps, **({"tricks": tricks} if tricks else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.num_discriminator_steps = int(state.get("num_discriminator_steps", 0))
         self.num_generator_steps = int(state.get("num_generator_steps", 0))
+        self.tricks.load_state_dict(state.get("tricks", {}))
 
 
 __all__ += ["AdversarialTask"]
 
+
+class ContrastiveDivergenceTask(Task):
+    """Energy-based models (``dulab.models.diffusion.ebm``): contrastive divergence with short-run Langevin MCMC
+    seeded from a replay buffer (Du & Mordatch 2019, arXiv:1903.08689).
+
+    Each step draws the batch's chain starts from the buffer (a fraction ``reinit_prob`` from fresh noise), runs the
+    model's Langevin sampler (``model.langevin``: gradients with respect to the samples only), pushes the samples
+    into the buffer and takes one optimiser step on ``model.loss(x, negatives=samples)``. The buffer is task state:
+    ``state_dict`` saves it with the checkpoint, so a resumed run continues bit for bit; its draws and the Langevin
+    noise come from the global RNG, which the engine saves and restores. ``evaluate`` draws ``eval_samples`` chains
+    from noise (seeded from ``self.seed``) and reports ``model.evaluation_metrics``: the CD loss against them and
+    their sample scores; ``fid`` (of extractor features for images, of raw coordinates otherwise) picks the best.
+    """
+
+    best_metric = "fid"
+    best_mode = "min"
+    eval_samples: int = 500
+
+    def __init__(self, model, config: TrainConfig | None = None, *, seed: int = 0):
+        super().__init__(model, config, seed=seed)
+        missing = [n for n in ("langevin", "initial_noise", "make_replay_buffer", "evaluation_metrics")
+                   if not hasattr(model, n)]
+        if missing:
+            raise UserError(f"{type(model).__name__} cannot be trained by contrastive divergence: it lacks"
+                            f" {', '.join(missing)} (see dulab.models.diffusion.ebm.EBM)")
+        self.buffer = None
+
+    def _buffer(self, device):
+        if self.buffer is None:
+            self.buffer = self.model.make_replay_buffer(device)
+        return self.buffer
+
+    def training_step(self, batch: Batch, step: int) -> dict:
+        model = self.model
+        start, _ = self._buffer(batch.x.device).sample_init(batch.x.shape[0], model.initial_noise)
+        negatives = model.langevin(start)
+        self.buffer.push(negatives)
+        out = self.module.loss(batch.x, negatives=negatives)
+        self.optimizer_step(out["loss"])
+        return {k: v.detach() for k, v in out.items()}
+
+    def evaluate(self, dataset) -> dict:
+        model = self.model
+        device = model._param_device()
+        was_training = model.training
+        model.eval()
+        try:
+            with isolated_rng(self.seed, device):
+                g = torch.Generator(device=device).manual_seed(self.seed)
+                return model.evaluation_metrics(dataset, num_samples=self.eval_samples, generator=g, seed=self.seed)
+        finally:
+            model.train(was_training)
+
+    def state_dict(self) -> dict:
+        return {} if self.buffer is None else {"replay_buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "replay_buffer" in state:
+            self._buffer(self.model._param_device()).load_state_dict(state["replay_buffer"])
+
+
+__all__ += ["ContrastiveDivergenceTask"]
+
 TASKS: dict[str, type[Task]] = {
     "likelihood": MaximumLikelihoodTask,
     "adversarial": AdversarialTask,
+    "contrastive_divergence": ContrastiveDivergenceTask,
 }
 
 

@@ -33,6 +33,7 @@ TINY = {
     "pixel_cnn_pp": {"num_filters": 6, "num_blocks": 1, "num_scales": 1, "num_components": 2},
     "pixel_snail": {"num_filters": 6, "num_blocks": 1, "num_res_layers": 1, "first_kernel_size": 3,
                     "attention_dim": 4, "num_head_filters": 6},
+    "multiscale_pixel_cnn": {"num_filters": 8, "num_layers": 3},
 }
 _VECTOR = TINY_DISCRETE_SPECS["vector4x3"]
 
@@ -58,10 +59,7 @@ def _image_models() -> list[str]:
 IMAGE_MODELS = _image_models()
 IMAGE_SPECS = ["binary3x3", "levels2x2x3", "rgb2x2binary"]
 #: models whose ``sample`` is ``naive_sample`` (so "cached == naive" would compare a function with itself), and why
-NAIVE_ONLY = {
-    "pixel_snail": "causal attention reaches every earlier pixel, so there is no bounded receptive field to crop to,"
-                   " and no per-layer or key/value cache is implemented: sample runs naive_sample",
-}
+NAIVE_ONLY: dict[str, str] = {}  # every image model has a cached sampler (pixel_snail: conv + key/value caches)
 CACHED_MODELS = [n for n in IMAGE_MODELS if n not in NAIVE_ONLY]
 
 

@@ -31,10 +31,10 @@ TINY = {"hidden_sizes": (16,), "base_channels": 4, "latent_dim": 4}
 SPECS = {
     "moons": DataSpec((2,), "continuous"),
     "discrete1d": DataSpec((1,), "discrete", 20),
-    "digits": DataSpec((1, 8, 8), "discrete", 17),
-    "digits_color": DataSpec((3, 8, 8), "discrete", 4),
-    "shapes": DataSpec((1, 20, 20), "discrete", 2),
-    "sprites": DataSpec((1, 64, 64), "discrete", 2),
+    "digits": DataSpec((1, 8, 8), "discrete", 17, 10),
+    "digits_color": DataSpec((3, 8, 8), "discrete", 4, 10),
+    "shapes": DataSpec((1, 20, 20), "discrete", 2, 4),
+    "sprites": DataSpec((1, 64, 64), "discrete", 2, 3),
 }
 
 
@@ -65,6 +65,11 @@ def _real(spec, n, seed=0):
     if spec.is_discrete:
         return torch.randint(0, spec.num_levels, (n, *spec.shape), generator=g)
     return torch.randn(n, *spec.shape, generator=g)
+
+
+def _labels(spec, n):
+    """Balanced labels for labelled specs (class-conditional GANs use them), -1 (no label) otherwise."""
+    return torch.arange(n) % spec.num_classes if spec.num_classes else torch.full((n,), -1)
 
 
 def _task(model, **train):
@@ -98,7 +103,9 @@ def test_gan_trains_on_moons_by_default():
 @pytest.mark.parametrize(("name", "spec_name"), CASES)
 def test_samples_in_the_data_representation(name, spec_name):
     spec = SPECS[spec_name]
-    x = _model(name, spec_name).eval().sample(6, generator=torch.Generator().manual_seed(0))
+    model = _model(name, spec_name).eval()
+    context = _labels(spec, 6) if model.is_conditional else None
+    x = model.sample(6, generator=torch.Generator().manual_seed(0), context=context)
     assert tuple(x.shape) == (6, *spec.shape)
     if spec.is_discrete:
         assert x.dtype == torch.int64 and int(x.min()) >= 0 and int(x.max()) < spec.num_levels
@@ -143,9 +150,9 @@ def test_each_phase_changes_only_its_network(name, spec_name, monkeypatch):
 
     monkeypatch.setattr(task, "optimizer_step", watched)
     spec = SPECS[spec_name]
-    out0 = task.training_step(dulab.training.batch.Batch(_real(spec, 8, 0), torch.full((8,), -1)), 0)
+    out0 = task.training_step(dulab.training.batch.Batch(_real(spec, 8, 0), _labels(spec, 8)), 0)
     assert "g_loss" not in out0 and not grads[1] and not changed[1]
-    out1 = task.training_step(dulab.training.batch.Batch(_real(spec, 8, 1), torch.full((8,), -1)), 1)
+    out1 = task.training_step(dulab.training.batch.Batch(_real(spec, 8, 1), _labels(spec, 8)), 1)
     assert "g_loss" in out1 and all(torch.isfinite(v) for v in out1.values())
     assert set(grads[0]) == d_names and all(grads[0].values()), f"{name}: D phase gradients {grads[0]}"
     assert set(grads[1]) == g_names and all(grads[1].values()), f"{name}: G phase gradients {grads[1]}"
@@ -205,7 +212,7 @@ def assert_generator_step_descends(name="gan", spec_name="moons", kinds=LOSS_KIN
         task = _task(model, lr=1e-4)
         old_g = {k: v.clone() for k, v in model.G.state_dict().items()}
         torch.manual_seed(123)
-        task.training_step(dulab.training.batch.Batch(_real(spec, 64), torch.full((64,), -1)), 0)
+        task.training_step(dulab.training.batch.Batch(_real(spec, 64), _labels(spec, 64)), 0)
         torch.manual_seed(123)
         model.sample_latent(64)  # the D phase's draw
         z = model.sample_latent(64)  # the G phase's

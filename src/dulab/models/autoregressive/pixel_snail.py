@@ -6,11 +6,19 @@ residual blocks (masked 3x3 type B) followed by multi-head causal attention in r
 added back to the features. The attention reads only the features of the first colour group, which depend on
 strictly earlier pixels, so attending to positions ``<= t`` (``dulab.nn.attention.CausalSelfAttention``) never
 leaks the current pixel; fixed (row, column) coordinates are added to its input as position information.
-Sampling uses the shared raster sampler (attention has no bounded receptive field to crop to).
+
+Sampling: ``sample`` is exact and cached. Each masked convolution keeps its input in a cache and is evaluated only
+at the pixel being sampled (as PixelCNN's sampler, Ramachandran et al. 2017), and each attention block keeps a
+key/value cache of the positions generated so far (as the transformer), so a sub-pixel costs one position per
+layer and one query per attention block instead of a pass over the image. The attention reads only features
+of strictly earlier pixels, so its output at a pixel is computed once, at the pixel's first channel, and reused
+for the others. ``naive_sample`` (one full pass per sub-pixel) is the reference it is tested against.
 
 References:
     Chen, Mishra, Rohaninejad, Abbeel. "PixelSNAIL: An Improved Autoregressive Generative Model", 2018,
     arXiv:1712.09763.
+    Ramachandran, Paine, Khorrami et al. "Fast Generation for Convolutional Autoregressive Models", 2017,
+    arXiv:1704.06001.
 """
 
 from __future__ import annotations
@@ -18,10 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dulab.config import require_at_least, require_fraction, require_odd
+from dulab.distributions import categorical_sample
 from dulab.errors import UserError
+from dulab.models.autoregressive.cached import MaskedConvCache, pointwise
 from dulab.models.autoregressive.pixel_cnn import CategoricalHead, ImageAutoregressiveModel, MaskedResidualBlock
 from dulab.nn.attention import CausalSelfAttention
 from dulab.nn.masked import MaskedConv2d
@@ -73,11 +84,16 @@ class _AttentionBlock(nn.Module):
         self.attention = CausalSelfAttention(dim, num_heads, dropout)
         self.out = nn.Linear(dim, channels)
 
+    @staticmethod
+    def positions(H: int, W: int, *, dtype, device) -> torch.Tensor:
+        """``(2, H, W)``: the (row, column) coordinates in [-1, 1] appended to the attention input."""
+        rows = torch.linspace(-1, 1, H, dtype=dtype, device=device)[:, None].expand(H, W)
+        cols = torch.linspace(-1, 1, W, dtype=dtype, device=device)[None, :].expand(H, W)
+        return torch.stack([rows, cols])
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         B, _, H, W = h.shape
-        rows = torch.linspace(-1, 1, H, dtype=h.dtype, device=h.device)[:, None].expand(H, W)
-        cols = torch.linspace(-1, 1, W, dtype=h.dtype, device=h.device)[None, :].expand(H, W)
-        pos = torch.stack([rows, cols]).expand(B, 2, H, W)
+        pos = self.positions(H, W, dtype=h.dtype, device=h.device).expand(B, 2, H, W)
         z = torch.cat([h[:, :self.causal_channels], pos], dim=1)  # (B, Fc + 2, H, W)
         z = z.flatten(2).transpose(1, 2)  # (B, Fc + 2, H * W) -> (B, T, Fc + 2), raster order
         z = self.out(self.attention(self.norm(self.inp(z))))  # (B, T, channels)
@@ -113,3 +129,48 @@ class PixelSNAIL(ImageAutoregressiveModel):
                 h = block(h)
             h = attention(h)
         return self.head(h)
+
+    @torch.no_grad()
+    def sample(self, num_samples, *, generator=None, context=None, given=None, given_mask=None, temperature=1.0):
+        """Exact cached sampling: per-layer convolution caches and per-block key/value caches (module docstring).
+
+        Draws exactly what ``naive_sample`` draws for the same generator: the same conditionals up to the
+        floating-point summation order of the convolutions and of attention over a growing cache (tested within
+        1e-9 in float64, with identical draws). Arguments and result as ``naive_sample``; in training mode
+        (dropout active) it runs ``naive_sample``.
+        """
+        if self.training:
+            return self.naive_sample(num_samples, generator=generator, context=context, given=given,
+                                     given_mask=given_mask, temperature=temperature)
+        x, mask, _ = self._prepare_sampling(num_samples, context, given, given_mask)
+        C, H, W = self.spec.shape
+        B, K, dtype, device = num_samples, self.spec.num_levels, self._param_dtype(), x.device
+        opts = {"dtype": dtype, "device": device}
+        first = MaskedConvCache(self.first, B, H, W, **opts)
+        convs = [[(block, MaskedConvCache(block.conv, B, H, W, **opts)) for block in blocks] for blocks in self.convs]
+        kv = [a.attention.new_cache(B, H * W, **opts) for a in self.attentions]
+        pos = _AttentionBlock.positions(H, W, **opts).flatten(1).T  # (2, H, W) -> (H * W, 2), raster order
+        scale = 2.0 / (K - 1)
+        for i in range(H):
+            for j in range(W):
+                t, attended = i * W + j, []
+                for ch in range(C):
+                    first.write(i, j, x[:, :, i, j].to(dtype) * scale - 1)
+                    h = first.at(i, j)  # (B, F)
+                    for n, (blocks, attention) in enumerate(zip(convs, self.attentions)):
+                        for block, cache in blocks:
+                            cache.write(i, j, F.relu(pointwise(block.reduce, F.relu(h))))
+                            h = h + pointwise(block.expand, F.relu(cache.at(i, j)))
+                        if ch == 0:  # reads group 0 only (earlier pixels): the same for every channel
+                            z = torch.cat([h[:, :attention.causal_channels], pos[t].expand(B, 2)], 1)
+                            z = attention.attention(attention.norm(attention.inp(z))[:, None], kv[n])  # (B, 1, d)
+                            attended.append(attention.out(z[:, 0]))
+                        h = h + attended[n]
+                    logits = pointwise(self.head.out, F.elu(pointwise(self.head.hidden, F.elu(h))))  # (B, C * K)
+                    keep = mask[:, ch, i, j]
+                    if bool(keep.all()):
+                        continue
+                    value = categorical_sample(logits.view(B, C, K)[:, ch], generator, temperature)
+                    x[:, ch, i, j] = torch.where(keep, x[:, ch, i, j], value)
+                first.write(i, j, x[:, :, i, j].to(dtype) * scale - 1)
+        return x

@@ -7,6 +7,12 @@ levels. Sampling keeps a key/value cache per layer, so each step is one query in
 With ``use_context`` a learned class embedding is added at every position (class-conditional generation). Any
 discrete ``DataSpec`` works, including ``(H, W)`` grids of VQ-VAE codes, so it doubles as a learned prior.
 
+Orderings (``ordering``): ``raster`` (the default above); ``zigzag``, the JPEG scan of pixels along the
+anti-diagonals ``i + j = d`` with alternating direction (channels R -> G -> B within a pixel; images and grids
+only); ``random``, a seeded uniform permutation of all D dimensions (``ordering_seed``). The position embedding
+is indexed by generation step, so any ordering is the same network on a permuted sequence, still exactly
+normalised and KV-cached.
+
 References:
     Chen, Radford, Child, Wu, Jun, Luan, Sutskever. "Generative Pretraining from Pixels" (iGPT), ICML 2020.
     Vaswani, Shazeer, Parmar et al. "Attention Is All You Need", 2017, arXiv:1706.03762.
@@ -15,11 +21,12 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from dulab.config import require_at_least, require_fraction
+from dulab.config import check_choices, require_at_least, require_fraction
 from dulab.errors import UserError
 from dulab.models.autoregressive.base import SequenceModel
 from dulab.nn.attention import TransformerBlock
@@ -38,6 +45,8 @@ class TransformerConfig:
         mlp_ratio: MLP hidden width as a multiple of E.
         dropout: dropout in attention and MLP (training only).
         use_context: condition on class labels (``context=``); needs labelled data (``spec.num_classes``).
+        ordering: generation order: ``raster``, ``zigzag`` (anti-diagonals, images/grids) or ``random``.
+        ordering_seed: seed of the ``random`` permutation.
     """
 
     embed_dim: int = 64
@@ -46,8 +55,11 @@ class TransformerConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     use_context: bool = False
+    ordering: Literal["raster", "zigzag", "random"] = "raster"
+    ordering_seed: int = 0
 
     def __post_init__(self):
+        check_choices(self)
         require_at_least(self, 1, "embed_dim", "num_layers", "num_heads", "mlp_ratio")
         if self.embed_dim % self.num_heads:
             raise UserError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
@@ -78,6 +90,23 @@ class Transformer(SequenceModel):
         super().check_spec(spec, config)
         if config.use_context and not spec.num_classes:
             raise UserError("use_context=true needs labelled data (spec.num_classes); this dataset has no labels")
+        if config.ordering == "zigzag" and len(spec.shape) not in (2, 3):
+            raise UserError(f"ordering=zigzag scans pixels of images (C, H, W) or grids (H, W); got data of shape "
+                            f"{spec.shape}: use raster or random")
+
+    def generation_order(self) -> torch.Tensor:
+        """Flat event indices in generation order for the configured ``ordering`` (see the module docstring)."""
+        raster = super().generation_order()
+        c = self.config
+        if c.ordering == "random":
+            return torch.randperm(self.spec.num_dims, generator=torch.Generator().manual_seed(c.ordering_seed))
+        if c.ordering == "zigzag":
+            shape = self.spec.shape
+            C, H, W = shape if len(shape) == 3 else (1, *shape)
+            pixels = sorted(((i, j) for i in range(H) for j in range(W)),
+                            key=lambda p: (p[0] + p[1], p[0] if (p[0] + p[1]) % 2 else -p[0]))
+            return torch.tensor([ch * H * W + i * W + j for i, j in pixels for ch in range(C)])
+        return raster
 
     def _inputs(self, e: torch.Tensor, context) -> torch.Tensor:
         # shift right by one step: (B, D, E) values -> (B, D, E) inputs [start, e_0, ..., e_{D-2}]

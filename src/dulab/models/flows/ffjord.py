@@ -45,7 +45,7 @@ class FFJORDConfig(FlowConfig):
     """
 
     hidden_sizes: tuple[int, ...] = (64, 64, 64)
-    activation: Literal["softplus", "tanh"] = "softplus"
+    activation: Literal["softplus", "tanh"] = "tanh"
     time_length: float = 1.0
     train_trace: Literal["hutchinson", "exact"] = "hutchinson"
     noise: Literal["rademacher", "gaussian"] = "rademacher"
@@ -67,7 +67,7 @@ class FFJORD(FlowModel):
 
     Config = FFJORDConfig
     default_data = "moons"
-    train_defaults = {"epochs": 15, "batch_size": 512, "lr": 2e-3, "grad_clip": 5.0}
+    train_defaults = {"epochs": 30, "batch_size": 256, "lr": 5e-3, "grad_clip": 5.0}
 
     @classmethod
     def check_spec(cls, spec, config):

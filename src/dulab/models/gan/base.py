@@ -15,7 +15,11 @@ is here):
 * ``to_critic_input(x)`` / ``from_critic_input(x)``: data <-> D's representation. Discrete data (int64 levels in
   ``[0, L)``) map affinely to ``[-1, 1]`` (``2 x / (L - 1) - 1``) and back by rounding to the nearest level;
   continuous data pass through as float;
-* ``config``: a ``GANConfig`` (loss kind, ``n_critic``, clipping, penalty weights, per-network lr/betas).
+* ``config``: a ``GANConfig`` (loss kind, ``n_critic``, clipping, penalty weights, per-network lr/betas);
+* ``generator_regularizer() -> Tensor | None``: an extra term the task adds to G's loss (default ``None``; BigGAN's
+  orthogonal regularisation);
+* class-conditional models (``is_conditional = True``) take ``context=`` labels ``(B,)`` in ``generate`` and
+  ``discriminate``; the task passes the batch's labels to both (fakes are drawn for the real batch's labels).
 
 References:
     Goodfellow, Pouget-Abadie, Mirza, Xu, Warde-Farley, Ozair, Courville, Bengio. "Generative Adversarial
@@ -56,6 +60,24 @@ class GANConfig:
         betas_g, betas_d: Adam betas of G and D (``None``: the ``TrainConfig`` betas).
         optimizer: ``adam`` (AdamW with the ``TrainConfig`` weight decay) or ``rmsprop`` (as WGAN with clipping;
             betas unused).
+
+    Improved training (``dulab.models.gan.tricks``; every one off by default, any combination with any model):
+
+    Attributes:
+        feature_matching: G minimises ``||mean f(x_real) - mean f(G(z))||^2`` over D's last hidden features
+            instead of its adversarial loss (Salimans et al. 2016).
+        minibatch_kernels: number of minibatch-discrimination kernels ``B`` before D's last linear layer (0: off).
+        minibatch_kernel_dim: their dimension ``C``.
+        historical_averaging: weight lambda of ``||theta - mean of past theta||^2`` for each player (0: off).
+        label_smoothing: one-sided label smoothing: D's real target is ``1 - label_smoothing`` (logistic losses).
+        virtual_batch_norm: size of the fixed reference batch of latents for virtual batch norm in G (0: off;
+            G's batch norm becomes virtual batch norm).
+        instance_noise: std of Gaussian noise added to every input of D (0: off), annealed linearly to 0 over
+            ``instance_noise_steps`` D steps (0: constant).
+        vdb_bottleneck: size of the variational discriminator bottleneck's code (0: off; Peng et al. 2019).
+        vdb_info_constraint: its bound ``I_c`` on the mean KL (nats).
+        vdb_beta_step: the dual step size ``alpha_beta`` of the KL multiplier beta.
+        vdb_beta_init: beta's starting value.
     """
 
     latent_dim: int = 64
@@ -69,9 +91,24 @@ class GANConfig:
     betas_g: tuple[float, float] | None = None
     betas_d: tuple[float, float] | None = None
     optimizer: Literal["adam", "rmsprop"] = "adam"
+    feature_matching: bool = False
+    minibatch_kernels: int = 0
+    minibatch_kernel_dim: int = 5
+    historical_averaging: float = 0.0
+    label_smoothing: float = 0.0
+    virtual_batch_norm: int = 0
+    instance_noise: float = 0.0
+    instance_noise_steps: int = 0
+    vdb_bottleneck: int = 0
+    vdb_info_constraint: float = 0.5
+    vdb_beta_step: float = 1e-5
+    vdb_beta_init: float = 0.0
 
     def __post_init__(self):
+        from dulab.models.gan.tricks import check_tricks
+
         check_choices(self)
+        check_tricks(self)
         require_at_least(self, 1, "latent_dim", "n_critic")
         require_at_least(self, 0.0, "clip_value", "gp_weight", "r1_gamma")
         for name in ("lr_g", "lr_d"):
@@ -101,9 +138,16 @@ class GANModel(Model):
     has_likelihood = False
 
     def __init__(self, spec, config=None):
+        from dulab.models.gan import tricks
+
         super().__init__(spec, config)
         self.G = self.build_generator()
-        self.D = self.build_discriminator()
+        self.D = tricks.wrap_discriminator(self.build_discriminator(), self.config)  # minibatch discr., VDB
+        if self.config.virtual_batch_norm > 0:
+            if self.is_conditional:
+                raise UserError("virtual_batch_norm is for unconditional generators")
+            reference = self.sample_latent(self.config.virtual_batch_norm)  # global RNG: fixed from the seed
+            self.G = tricks.wrap_generator(self.G, self.config, reference)
 
     def build_generator(self) -> nn.Module:
         raise NotImplementedError
@@ -131,6 +175,19 @@ class GANModel(Model):
         """D(x): ``(B, *event)`` in D's representation -> logits ``(B,)``."""
         return self.D(x).reshape(x.shape[0])
 
+    def discriminator_features(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """D's last hidden features ``(B, F)`` (the input of its last linear layer), for feature matching."""
+        from dulab.models.gan.tricks import discriminator_features
+
+        return discriminator_features(self.D, x)
+
+    def set_training_step(self, step: int) -> None:
+        """Called by the task before each training step (progressive growing sets its fade-in here)."""
+
+    def generator_regularizer(self) -> torch.Tensor | None:
+        """An extra scalar the task adds to G's loss in each G step (weighted already), or ``None``."""
+        return None
+
     def to_critic_input(self, x: torch.Tensor) -> torch.Tensor:
         """Data ``(B, *event)`` (int64 levels or float) to D's float representation."""
         if self.spec.is_discrete:
@@ -154,7 +211,10 @@ class GANModel(Model):
         """
         if context is not None and not self.is_conditional:
             raise UserError(f"{type(self).__name__} is unconditional: call sample() without context=")
-        return self.from_critic_input(self.generate(self.sample_latent(num_samples, generator=generator)))
+        z = self.sample_latent(num_samples, generator=generator)
+        if self.is_conditional:
+            return self.from_critic_input(self.generate(z, context=self._check_context(context, num_samples)))
+        return self.from_critic_input(self.generate(z))
 
     def loss(self, x: torch.Tensor, context: torch.Tensor | None = None) -> dict:
         """Both players' losses on real ``x`` against ``len(x)`` fresh samples (global RNG); no penalties.

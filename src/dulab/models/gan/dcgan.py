@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -54,17 +55,21 @@ class DCGANConfig(GANConfig):
             ``base_channels * 2^i``.
         d_norm: normalisation in D's hidden layers: ``batch`` (DCGAN) or ``none`` (a WGAN-GP critic).
         use_spectral_norm: spectral normalisation of every D weight (Miyato et al. 2018).
+        progressive_steps: progressive growing (Karras et al. 2018; ``progressive.py``) with this many training
+            steps per fade-in and per stable phase (0: the fixed full-resolution networks).
     """
 
     latent_dim: int = 64
     base_channels: int = 32
     d_norm: Literal["batch", "none"] = "batch"
     use_spectral_norm: bool = False
+    progressive_steps: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         check_choices(self)
         require_at_least(self, 1, "base_channels")
+        require_at_least(self, 0, "progressive_steps")
 
 
 def num_stages(height: int, width: int) -> int:
@@ -91,6 +96,19 @@ class DCGAN(GANModel):
         if len(spec.shape) != 3:
             raise UserError(f"{cls.__name__.lower()} needs images (C, H, W), got data of shape {spec.shape};"
                             " use gan for vectors")
+        if config.progressive_steps > 0 and num_stages(*spec.shape[1:]) == 0:
+            raise UserError(f"progressive growing needs an image size divisible by 2 (got {spec.shape[1:]})")
+
+    def set_training_step(self, step: int) -> None:
+        """Progressive growing: set G's and D's growth from the training step (the task calls this)."""
+        if self.config.progressive_steps > 0:
+            from dulab.models.gan.progressive import growth_at
+
+            g = growth_at(step, self.config.progressive_steps, self.stages)
+            for net in (self.G, self.D):
+                for m in net.modules():
+                    if hasattr(m, "growth") and isinstance(m.growth, torch.Tensor):
+                        m.growth.fill_(g)
 
     @property
     def stages(self) -> int:
@@ -105,6 +123,10 @@ class DCGAN(GANModel):
         s, widths = self.stages, self._widths()
         bh, bw = H // 2**s, W // 2**s
         top = widths[-1]
+        if self.config.progressive_steps > 0:
+            from dulab.models.gan.progressive import ProgressiveGenerator
+
+            return ProgressiveGenerator(self.config.latent_dim, C, widths, (bh, bw), s)
         layers: list[nn.Module] = [nn.Linear(self.config.latent_dim, top * bh * bw),
                                    nn.Unflatten(1, (top, bh, bw)),  # (B, top * bh * bw) -> (B, top, bh, bw)
                                    nn.BatchNorm2d(top), nn.ReLU()]
@@ -123,6 +145,11 @@ class DCGAN(GANModel):
         C, H, W = self.spec.shape
         c, s, widths = self.config, self.stages, self._widths()
         sn = spectral_norm if c.use_spectral_norm else (lambda m: m)
+        if c.progressive_steps > 0:
+            from dulab.models.gan.progressive import ProgressiveDiscriminator
+
+            return ProgressiveDiscriminator(C, widths, (H // 2**s, W // 2**s), s, batch_norm=c.d_norm == "batch",
+                                            sn=sn)
         layers: list[nn.Module] = []
         if s == 0:
             layers += [sn(nn.Conv2d(C, widths[0], 3, padding=1)), nn.LeakyReLU(0.2)]

@@ -12,9 +12,11 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
+from dulab.config import check_choices
 from dulab.errors import UserError
 from dulab.models.gan.base import GANConfig, GANModel
 
@@ -27,13 +29,17 @@ class GANMLPConfig(GANConfig):
 
     Attributes:
         hidden_sizes: widths of the hidden layers of G and of D.
+        g_norm: normalisation after each hidden layer of G: ``none`` or ``batch`` (which
+            ``virtual_batch_norm`` turns into virtual batch norm).
     """
 
     latent_dim: int = 8
     hidden_sizes: tuple[int, ...] = (128, 128)
+    g_norm: Literal["none", "batch"] = "none"
 
     def __post_init__(self):
         super().__post_init__()
+        check_choices(self)
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise UserError(f"hidden_sizes must be one or more widths >= 1, got {self.hidden_sizes}")
@@ -55,7 +61,15 @@ class GAN(GANModel):
 
     def build_generator(self) -> nn.Module:
         c, D = self.config, self.spec.num_dims
-        layers = _mlp((c.latent_dim, *c.hidden_sizes), nn.ReLU) + [nn.Linear(c.hidden_sizes[-1], D)]
+        layers = _mlp((c.latent_dim, *c.hidden_sizes), nn.ReLU)
+        if c.g_norm == "batch":  # Linear, BatchNorm1d, ReLU per hidden layer
+            normed: list[nn.Module] = []
+            for layer in layers:
+                normed.append(layer)
+                if isinstance(layer, nn.Linear):
+                    normed.append(nn.BatchNorm1d(layer.out_features))
+            layers = normed
+        layers.append(nn.Linear(c.hidden_sizes[-1], D))
         if self.spec.is_discrete:
             layers.append(nn.Tanh())
         return nn.Sequential(*layers)  # (B, latent_dim) -> (B, D); generate() reshapes to (B, *event)
