@@ -7,7 +7,8 @@ Run ``.venv/bin/python benchmarks/ar_images.py [--quick]``. Prints markdown tabl
 * bits/dim: each model trained with its ``train_defaults`` (``--epochs`` overrides; ``--quick`` trains 2 epochs)
   on ``digits``, ``digits_binary``, ``digits_color`` and ``shapes``; test bits/dim at the end and wall time.
 * sampling: seconds per 28x28 image, random weights, default configs: ``sample`` (per-layer caches for PixelCNN
-  and Gated PixelCNN, receptive-field crops for PixelCNN++, the naive sampler for PixelSNAIL) against
+  and Gated PixelCNN, receptive-field crops or scheduled caches for PixelCNN++, conv + KV caches for PixelSNAIL;
+  a model whose ``sample`` is still the naive one is reported as such) against
   ``naive_sample`` (one full pass per pixel, timed on the first rows and scaled), and whether both drew the same
   values on those rows.
 * step: one PixelCNN training step (forward + backward + AdamW) on a digits batch; achieved GFLOP/s (FLOPs

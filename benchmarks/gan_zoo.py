@@ -1,18 +1,25 @@
-"""Every GAN on one image dataset under the same wall-clock training budget: FID/KID/IS/precision/recall beside the
-real-data floor, with the training time, and one picture of samples from every model.
+"""Every GAN on one image dataset with the same number of training steps (capped by a wall-clock budget):
+FID/KID/IS/precision/recall beside the real-data floor, with the training time, and one picture of samples from
+every model.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/gan_zoo.py --data digits --budget 120
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/gan_zoo.py --data digits --steps 2000 --budget 180
+    (also --data shapes; --data sprites --steps 1500 --budget 150)
 
-For each model (``--models``, default the eight image GANs) the step time is measured on one batch of the data
-(one D step and one G step after a warm-up step, on a throwaway copy); the run then gets ``budget / step_time``
-training steps: whole epochs of the training split when that is at least one epoch, otherwise one epoch over the
-first ``steps x batch`` training examples. Everything else is the model's CLI defaults (``--set`` style
-overrides with ``--hparams key=value,...``, applied to every model that has the field). The numbers are the last
-evaluation of ``AdversarialTask.evaluate`` on the test split (min(N_test, 500) seeded samples against as many
-test examples, the shipped extractor; class-conditional ``biggan`` samples for those examples' labels) and the
-floor is the same protocol with random training examples in place of samples
-(``gan_sample_quality.floor``). Writes ``benchmarks/results/gan_zoo_<data>.json`` and
-``docs/img/gan_zoo_<data>.png`` (64 samples per model, the final weights).
+Each model (``--models``, default the eight image GANs) gets ``--steps`` engine steps (one D step each; a G step
+after every ``n_critic``-th), rounded down to whole epochs of the training split, unless its measured step time
+(one batch, after a warm-up step, on a throwaway copy) says that would take longer than ``--budget`` seconds: then
+it gets ``budget / step_time`` steps (whole epochs when that is at least one epoch, otherwise one epoch over the
+first ``steps x batch`` training examples) and the row says ``"capped": true``. A fixed step count keeps the rows
+reproducible; an earlier version gave every model ``budget / step_time`` steps, and on a heavily loaded machine
+(0.77 s per DCGAN step on shapes instead of 0.02) that left the shapes models at 1-4 epochs, where G's near-zero
+``tanh`` outputs round to salt noise (FID ~1500 with the shapes extractor, which scores uniform random bits at 1724
+and an all-black image at 155). Everything else is the model's CLI defaults (``--set`` style overrides with
+``--hparams key=value,...``, applied to every model that has the field). The numbers are the last evaluation of
+``AdversarialTask.evaluate`` on the test split (min(N_test, 500) seeded samples against as many test examples, the
+shipped extractor; class-conditional ``biggan`` samples for those examples' labels) and the floor is the same
+protocol with random training examples in place of samples (``gan_sample_quality.floor``). Writes
+``benchmarks/results/gan_zoo_<data>.json`` and ``docs/img/gan_zoo_<data>.png`` (64 samples per model, the final
+weights).
 """
 
 from __future__ import annotations
@@ -86,7 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default="digits")
     parser.add_argument("--models", default=MODELS)
-    parser.add_argument("--budget", type=float, default=120.0, help="training seconds per model (approximate)")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per model (whole epochs)")
+    parser.add_argument("--budget", type=float, default=180.0, help="cap on training seconds per model (approximate)")
     parser.add_argument("--hparams", default="", help="key=value,... for every model with that field")
     parser.add_argument("--scale", type=int, default=0, help="picture upscaling (0: from the image size)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_gan_zoo"))
@@ -107,8 +115,9 @@ def main() -> None:
         batch_size = cls.train_defaults.get("batch_size", 64)
         torch.manual_seed(0)
         t = step_seconds(dulab.build_model(name, train.spec, **hp), train, batch_size)
-        steps = max(1, int(args.budget / t))
         per_epoch = len(train) // batch_size
+        capped = args.steps * t > args.budget
+        steps = max(1, int(args.budget / t)) if capped else max(per_epoch, args.steps)
         if steps >= per_epoch:
             data, epochs = train, steps // per_epoch
         else:
@@ -119,7 +128,8 @@ def main() -> None:
                           overwrite=True, progress=False, verbose=False, sample_fn=None, **hp)
         seconds = time.perf_counter() - t0
         last = run.metrics[-1]
-        row = {"model": name, "data": args.data, "hparams": hp, "step_s": round(t, 4), "train_examples": len(data),
+        row = {"model": name, "data": args.data, "hparams": hp, "step_s": round(t, 4), "capped": capped,
+               "train_examples": len(data),
                "epochs": epochs, "steps": run.summary["step"], "seconds": round(seconds, 1),
                **{k: last.get(f"test_{k}") for k in KEYS}, "best_fid": run.summary["best"], "floor": fl}
         results[name] = row

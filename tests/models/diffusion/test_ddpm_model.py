@@ -80,7 +80,8 @@ def test_bound_is_never_better_than_the_true_entropy_of_a_gaussian(monkeypatch):
     """Data N(0, v0 I) in 2-D with the exact posterior-mean denoiser: the bound's NLL is above the entropy."""
     v0 = 0.5
     # variance "large" (beta_t) is the optimal fixed reverse variance for such data (Ho et al. 2020, section 3.2)
-    m = _model(VECTOR, num_timesteps=100, noise_schedule="linear", variance="large", hidden_sizes=(4,), dropout=0.0)
+    m = _model(VECTOR, num_timesteps=100, noise_schedule="linear", variance="large", hidden_sizes=(4,), dropout=0.0,
+               prediction="eps")
 
     def exact(x_t, t, y=None):
         a, s = m.schedule.coefficients(t, x_t)
@@ -174,3 +175,9 @@ def test_user_errors():
         dulab.build_model("ddpm", VECTOR, sample_steps=5000)
     with pytest.raises(UserError, match="context"):
         dulab.build_model("ddpm", IMAGE, conditional=True, **TINY_UNET).loss(random_levels(IMAGE, 2))
+
+
+def test_auto_prediction_is_eps_for_images_and_v_for_vectors():
+    assert _model(IMAGE, **TINY_UNET).prediction == "eps"
+    assert _model(VECTOR, **TINY_MLP).prediction == "v"
+    assert _model(VECTOR, prediction="x0", **TINY_MLP).prediction == "x0"

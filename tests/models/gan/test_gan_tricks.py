@@ -362,3 +362,34 @@ def test_mode_datasets_have_std_005_around_their_centres(name, num_modes):
         assert torch.allclose(centres.norm(dim=1), torch.full((8,), 2.0, dtype=torch.float64))
     else:
         assert set(centres.reshape(-1).tolist()) == {-4.0, -2.0, 0.0, 2.0, 4.0}
+
+
+# ============================================================================ PacGAN packing
+
+@pytest.mark.parametrize("name,spec", [("gan", VEC), ("dcgan", IMG)])
+def test_packing_scores_groups_of_m_and_each_logit_sees_only_its_group(name, spec):
+    """pack = m: B examples give B // m logits; logit k depends on examples k*m .. k*m + m - 1 and on no other."""
+    m = _model(name, spec, pack=2).double().eval()
+    x = _batch(7, spec=spec).x  # 7 = 3 groups of 2 and a left-out remainder
+    x = m.to_critic_input(x).double() if hasattr(m, "to_critic_input") else x.double()
+    x = x.clone().requires_grad_(True)
+    logits = m.discriminate(x)
+    assert logits.shape == (3,)
+    (g,) = torch.autograd.grad(logits[1], x)
+    per_example = g.reshape(7, -1).abs().sum(1)
+    assert (per_example[2:4] > 0).all()  # its own group
+    assert per_example[[0, 1, 4, 5, 6]].sum() == 0  # no other group, not the remainder
+    assert m.pack_inputs(x[:2]).shape[1] == 2 * x.shape[1]  # packed along features / channels
+
+
+def test_packing_trains_and_rejects_what_it_cannot_pack():
+    task = _task(_model(pack=4))
+    for step in range(3):
+        out = task.training_step(_batch(16, seed=step), step)
+        assert math.isfinite(float(out["loss"]))
+    with pytest.raises(UserError, match="pack"):
+        _model(pack=2, gp_weight=10.0)
+    with pytest.raises(UserError, match="pack"):
+        _model("sagan", IMG, pack=2)
+    with pytest.raises(UserError, match="pack=4"):
+        _model(pack=4).discriminate(torch.randn(3, 2))

@@ -78,6 +78,11 @@ class GANConfig:
         vdb_info_constraint: its bound ``I_c`` on the mean KL (nats).
         vdb_beta_step: the dual step size ``alpha_beta`` of the KL multiplier beta.
         vdb_beta_init: beta's starting value.
+        pack: PacGAN packing degree ``m`` (Lin et al. 2018): D scores ``m`` samples at once, all real or all
+            fake, concatenated (vectors: along the features, images: along the channels), so the batch of ``B``
+            gives ``B // m`` logits (a remainder of ``B mod m`` examples is left out). 1: off. For the models whose
+            discriminator is built for it (``gan``, ``dcgan``, ``wgan``, ``sngan``); not with the gradient
+            penalties (their norm would be per packed group) nor class-conditional models.
     """
 
     latent_dim: int = 64
@@ -103,13 +108,17 @@ class GANConfig:
     vdb_info_constraint: float = 0.5
     vdb_beta_step: float = 1e-5
     vdb_beta_init: float = 0.0
+    pack: int = 1
 
     def __post_init__(self):
         from dulab.models.gan.tricks import check_tricks
 
         check_choices(self)
         check_tricks(self)
-        require_at_least(self, 1, "latent_dim", "n_critic")
+        require_at_least(self, 1, "latent_dim", "n_critic", "pack")
+        if self.pack > 1 and (self.gp_weight > 0 or self.r1_gamma > 0):
+            raise UserError("pack > 1 (PacGAN) does not go with gp_weight or r1_gamma: their gradient norms would be"
+                            " per packed group of examples")
         require_at_least(self, 0.0, "clip_value", "gp_weight", "r1_gamma")
         for name in ("lr_g", "lr_d"):
             value = getattr(self, name)
@@ -136,11 +145,16 @@ class GANModel(Model):
     family = "gan"
     task = "adversarial"
     has_likelihood = False
+    #: whether ``build_discriminator`` sizes D's input for ``config.pack`` packed examples (PacGAN)
+    supports_packing = False
 
     def __init__(self, spec, config=None):
         from dulab.models.gan import tricks
 
         super().__init__(spec, config)
+        if self.config.pack > 1 and (not self.supports_packing or self.is_conditional):
+            raise UserError(f"{type(self).__name__.lower()} does not support pack > 1 (PacGAN packing); use gan,"
+                            " dcgan, wgan or sngan")
         self.G = self.build_generator()
         self.D = tricks.wrap_discriminator(self.build_discriminator(), self.config)  # minibatch discr., VDB
         if self.config.virtual_batch_norm > 0:
@@ -171,15 +185,28 @@ class GANModel(Model):
         """G(z): ``(B, latent_dim) -> (B, *event)`` in D's representation."""
         return self.G(z).reshape(z.shape[0], *self.spec.shape)
 
+    def pack_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """PacGAN: ``(B, *event) -> (B // m, m * event[0], *event[1:])``, groups of ``m`` consecutive examples
+        concatenated along the first event axis (features or channels); the identity for ``pack = 1``."""
+        m = self.config.pack
+        if m == 1:
+            return x
+        n = (x.shape[0] // m) * m
+        if n == 0:
+            raise UserError(f"pack={m} needs batches of at least {m} examples, got {x.shape[0]}")
+        x = x[:n].reshape(n // m, m, *x.shape[1:])
+        return x.reshape(n // m, m * x.shape[2], *x.shape[3:])
+
     def discriminate(self, x: torch.Tensor) -> torch.Tensor:
-        """D(x): ``(B, *event)`` in D's representation -> logits ``(B,)``."""
+        """D(x): ``(B, *event)`` in D's representation -> logits ``(B,)`` (``(B // pack,)`` with packing)."""
+        x = self.pack_inputs(x)
         return self.D(x).reshape(x.shape[0])
 
     def discriminator_features(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """D's last hidden features ``(B, F)`` (the input of its last linear layer), for feature matching."""
         from dulab.models.gan.tricks import discriminator_features
 
-        return discriminator_features(self.D, x)
+        return discriminator_features(self.D, self.pack_inputs(x))
 
     def set_training_step(self, step: int) -> None:
         """Called by the task before each training step (progressive growing sets its fade-in here)."""

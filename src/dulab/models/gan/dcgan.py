@@ -90,6 +90,7 @@ class DCGAN(GANModel):
 
     Config = DCGANConfig
     train_defaults = {"epochs": 30, "batch_size": 64, "lr": 2e-4, "betas": (0.5, 0.999), "schedule": "constant"}
+    supports_packing = True
 
     @classmethod
     def check_spec(cls, spec, config):
@@ -144,6 +145,7 @@ class DCGAN(GANModel):
     def build_discriminator(self) -> nn.Module:
         C, H, W = self.spec.shape
         c, s, widths = self.config, self.stages, self._widths()
+        C = C * c.pack  # PacGAN: m packed images along the channels
         sn = spectral_norm if c.use_spectral_norm else (lambda m: m)
         if c.progressive_steps > 0:
             from dulab.models.gan.progressive import ProgressiveDiscriminator

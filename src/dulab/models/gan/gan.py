@@ -57,6 +57,7 @@ class GAN(GANModel):
 
     Config = GANMLPConfig
     default_data = "moons"
+    supports_packing = True
     train_defaults = {"epochs": 20, "batch_size": 128, "lr": 1e-3, "betas": (0.5, 0.999), "schedule": "constant"}
 
     def build_generator(self) -> nn.Module:
@@ -75,6 +76,6 @@ class GAN(GANModel):
         return nn.Sequential(*layers)  # (B, latent_dim) -> (B, D); generate() reshapes to (B, *event)
 
     def build_discriminator(self) -> nn.Module:
-        c, D = self.config, self.spec.num_dims
+        c, D = self.config, self.spec.num_dims * self.config.pack  # PacGAN: m packed examples per input
         act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
         return nn.Sequential(nn.Flatten(), *_mlp((D, *c.hidden_sizes), act), nn.Linear(c.hidden_sizes[-1], 1))
