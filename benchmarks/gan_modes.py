@@ -36,6 +36,21 @@ SETTINGS = {
 }
 COMMON = {"hidden_sizes": (128, 128, 128), "latent_dim": 8, "betas_g": (0.5, 0.9), "betas_d": (0.5, 0.9)}
 MBD = {"minibatch_kernels": 8, "minibatch_kernel_dim": 3}
+
+
+def setting_options(item: str) -> dict:
+    """Model options of a setting name ``loss[+mbd][+packM]``: the loss's options, minibatch discrimination
+    (``+mbd``), PacGAN packing of ``M`` samples per D input (``+packM``, Lin et al. 2018)."""
+    base, *extras = item.split("+")
+    options = dict(SETTINGS[base])
+    for extra in extras:
+        if extra == "mbd":
+            options.update(MBD)
+        elif extra.startswith("pack"):
+            options["pack"] = int(extra[4:])
+        else:
+            raise ValueError(f"unknown setting part {extra!r} in {item!r} (mbd, packM)")
+    return options
 #: training steps (D steps) per dataset: the grid needs more
 STEPS = {"ring8": 2000, "grid25": 4000}
 
@@ -64,7 +79,7 @@ def run_setting(data: str, name: str, options: dict, *, steps: int, batch_size: 
     with torch.no_grad():
         samples = model.sample(num_samples, generator=torch.Generator().manual_seed(seed))
     result = coverage(samples, toy2d.mode_centres(data))
-    result.update({"setting": name, "seconds": round(seconds, 1), "steps": run.summary["step"],
+    result.update({"setting": name, "lr": lr, "batch_size": batch_size, "seconds": round(seconds, 1), "steps": run.summary["step"],
                    "fid": run.metrics[-1].get("test_fid")})
     torch.save(samples, out / f"{data}-{name}" / "samples_2500.pt")
     return result
@@ -85,8 +100,7 @@ def main() -> None:
     path = ROOT / "benchmarks" / "results" / f"gan_modes_{args.data}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     for item in args.settings.split(","):
-        base, _, extra = item.partition("+")
-        options = {**SETTINGS[base], **(MBD if extra == "mbd" else {})}
+        options = setting_options(item)
         r = run_setting(args.data, item, options, steps=args.steps or STEPS[args.data], batch_size=args.batch_size,
                         lr=args.lr, seed=args.seed, out=out)
         results[item] = r

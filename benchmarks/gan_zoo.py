@@ -31,13 +31,13 @@ import time
 from pathlib import Path
 
 import torch
+from gan_sample_quality import floor
 
 import dulab
 from dulab.config import TrainConfig, config_fields
 from dulab.registry import get_model_class
 from dulab.training.batch import Batch
 from dulab.training.tasks import AdversarialTask
-from gan_sample_quality import floor
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("fid", "kid", "inception_score", "precision", "recall")
@@ -98,6 +98,9 @@ def main() -> None:
     parser.add_argument("--hparams", default="", help="key=value,... for every model with that field")
     parser.add_argument("--scale", type=int, default=0, help="picture upscaling (0: from the image size)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_gan_zoo"))
+    parser.add_argument("--picture-only", action="store_true",
+                        help="no training: redraw the picture from the runs under --out and the JSON rows "
+                             "(to merge model subsets trained by separate calls)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from dulab.viz import draw_samples, image_grid
@@ -109,6 +112,17 @@ def main() -> None:
     out_json = ROOT / "benchmarks" / "results" / f"gan_zoo_{args.data}.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     grids, names = [], []
+    if args.picture_only:
+        for name in args.models.split(","):
+            model = dulab.load(Path(args.out) / f"{name}-{args.data}", which="last")
+            with torch.inference_mode():
+                x = draw_samples(model, 64, torch.Generator().manual_seed(0)).cpu()
+            grids.append(image_grid(x, train.spec.num_levels if train.spec.is_discrete else None, nrow=8))
+            row = results[name]
+            names.append(f"{name}: FID {row['fid']:.1f}, {row['seconds']:.0f} s")
+        scale = args.scale or max(1, 160 // (8 * train.spec.shape[-1]))
+        montage(grids, names, ROOT / "docs" / "img" / f"gan_zoo_{args.data}.png", scale)
+        return
     for name in args.models.split(","):
         cls = get_model_class(name)
         hp = {k: v for k, v in extra.items() if k in config_fields(cls.Config)}

@@ -130,8 +130,11 @@ BPD_MODELS = {
 }
 
 
+NUM_SPRITES = 6000  # set from --num-sprites
+
+
 def _data_kw(data: str) -> dict:
-    return {"data_options": {"size": 16}} if data == "sprites" else {}
+    return {"data_options": {"size": 32, "num_samples": NUM_SPRITES}} if data == "sprites" else {}
 
 
 def _iwae_eval(model, x, num_samples: int, seed: int, batch_size: int) -> dict:
@@ -152,8 +155,10 @@ def _iwae_eval(model, x, num_samples: int, seed: int, batch_size: int) -> dict:
 def bpd(args) -> None:
     import dulab
 
+    global NUM_SPRITES
     torch.set_num_threads(1)
     data = args.data
+    NUM_SPRITES = args.num_sprites
     test = dulab.load_dataset(data, split="test", **_data_kw(data).get("data_options", {}))
     x = test.x[: args.num_test] if args.num_test else test.x
     rows = []
@@ -185,12 +190,12 @@ def bpd(args) -> None:
     for r in rows:
         print(f"| `{r['model']}` | {r['elbo_bpd']:.4f} | {r['iwae_bpd']:.4f} ({r['K']}) | {r['kl']:.2f} | "
               f"{r['active_units']} / {r['num_latents']} | {r['params']:,} | {r['train_s']:.0f} | {r['eval_s']:.0f} |")
-    _save(f"bpd_{data}", rows)
+    _save(f"bpd_{data}" + (f"_{args.models.replace(',', '_')}" if args.models else ""), rows)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("section", choices=["gauss2d", "bpd", "collapse", "mig", "pictures"])
+    p.add_argument("section", choices=["gauss2d", "bpd", "collapse", "mig", "pictures", "ae"])
     p.add_argument("--data", default="digits_binary")
     p.add_argument("--models", default="")
     p.add_argument("--epochs", type=int, default=0)
@@ -204,7 +209,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.section == "gauss2d" and not args.epochs:
         args.epochs = 20
-    {"gauss2d": gauss2d, "bpd": bpd, "collapse": collapse, "mig": mig_section, "pictures": pictures}[args.section](args)
+    {"gauss2d": gauss2d, "bpd": bpd, "collapse": collapse, "mig": mig_section, "pictures": pictures,
+     "ae": ae_section}[args.section](args)
 
 
 # ============================================================================================ posterior collapse
@@ -339,6 +345,72 @@ def pictures(args) -> None:
     fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
     ax.set_title("autoencoder on digits: 2-D codes of the test split")
     save_fig(fig, IMG / "autoencoder_digits_latent2d.png")
+
+
+# ============================================================================================ autoencoders
+AE_VARIANTS = [
+    ("plain (linear code)", {}),
+    ("denoising, masking 0.25", {"noise": "masking", "noise_level": 0.25}),
+    ("denoising, salt-and-pepper 0.25", {"noise": "salt_and_pepper", "noise_level": 0.25}),
+    ("sparse, L1 weight 0.1 (linear code)", {"use_sparsity": True, "sparsity": "l1", "sparsity_weight": 0.1}),
+    ("plain (sigmoid code)", {"code_activation": "sigmoid"}),
+    ("sparse, KL rho 0.05 weight 0.1 (sigmoid code)", {"use_sparsity": True, "sparsity": "kl",
+                                                        "sparsity_weight": 0.1, "sparsity_target": 0.05}),
+]
+AE_CORRUPTIONS = [("masking", 0.25), ("salt_and_pepper", 0.25)]
+
+
+def ae_section(args) -> None:
+    """Denoising and sparse autoencoders on digits (CLI defaults otherwise): test reconstruction error of the
+    clean image from clean and from corrupted inputs (seeded corruption, the same for every model), mean code
+    activation, and a logistic-regression probe of the codes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    import dulab
+    from dulab.models.latent.autoencoder import corrupt
+    from dulab.models.latent.networks import input_features
+
+    torch.set_num_threads(1)
+    train = dulab.load_dataset(args.data, split="train")
+    test = dulab.load_dataset(args.data, split="test")
+    rows = []
+    for label, hp in AE_VARIANTS:
+        if args.epochs:
+            hp = {**hp, "epochs": args.epochs}
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            run = _train("autoencoder", args.data, None, Path(tmp) / "run", seed=args.seed, **hp)
+        train_s = time.time() - t0
+        model = run.model.eval()
+        res = {"label": label, "hp": hp, "train_s": train_s}
+        with torch.inference_mode():
+            feats = input_features(test.x, model.spec, torch.float32)
+            res["recon_clean"] = float(model.reconstruction_error(test.x, model._code(feats)).mean())
+            for kind, level in AE_CORRUPTIONS:
+                errs = []
+                for r in range(5):  # five seeded corruptions of the test split
+                    noisy = corrupt(feats, kind, level, torch.Generator().manual_seed(100 + r))
+                    errs.append(float(model.reconstruction_error(test.x, model._code(noisy)).mean()))
+                res[f"recon_{kind}"] = sum(errs) / len(errs)
+            code = model._code(feats)
+            res["mean_abs_code"] = float(code.abs().mean())
+            res["frac_small"] = float((code.abs() < 0.05).float().mean())
+            tr = model.encode(train.x).numpy()
+        scaler = StandardScaler().fit(tr)
+        clf = LogisticRegression(max_iter=3000).fit(scaler.transform(tr), train.y.numpy())
+        res["probe_acc"] = float(clf.score(scaler.transform(code.numpy()), test.y.numpy()))
+        rows.append(res)
+        print(res, flush=True)
+    print(f"\nmachine: {machine()}; autoencoder on {args.data}, CLI defaults (32-d code, 30 epochs unless said), "
+          f"test split; errors in nats per image (cross-entropy of the clean image)\n")
+    print("| autoencoder | recon, clean input | recon, masked 25% | recon, salt-and-pepper 25% | mean abs code | "
+          "codes < 0.05 | linear probe | train s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['label']} | {r['recon_clean']:.2f} | {r['recon_masking']:.2f} | {r['recon_salt_and_pepper']:.2f} | "
+              f"{r['mean_abs_code']:.3f} | {r['frac_small']:.2f} | {r['probe_acc']:.3f} | {r['train_s']:.0f} |")
+    _save(f"ae_{args.data}", rows)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,9 @@ class EBMConfig:
     Attributes:
         architecture: ``auto`` (conv for images, else MLP), ``mlp`` or ``conv``.
         hidden_sizes: MLP widths.
+        fourier_features: F random Fourier features of the coordinates feed the MLP (0: raw coordinates;
+            ``score_networks.FourierFeatures``): a SiLU MLP on raw 2-D coordinates gives a blurry energy.
+        fourier_scale: the frequency scale of those features (angular frequency per unit of the data).
         hidden_channels: conv width at full resolution.
         use_spectral_norm: spectrally normalise every weight of the energy network.
         num_steps: Langevin steps per training iteration (K).
@@ -137,6 +140,8 @@ class EBMConfig:
 
     architecture: Literal["auto", "mlp", "conv"] = "auto"
     hidden_sizes: tuple[int, ...] = (128, 128, 128)
+    fourier_features: int = 32
+    fourier_scale: float = 2.0
     hidden_channels: int = 32
     use_spectral_norm: bool = False
     num_steps: int = 40
@@ -153,8 +158,8 @@ class EBMConfig:
         check_choices(self)
         require_widths(self, "hidden_sizes")
         require_at_least(self, 1, "hidden_channels", "buffer_size", "num_steps")
-        require_at_least(self, 0, "sample_steps")
-        require_at_least(self, 0.0, "noise_std", "mcmc_grad_clip", "reg_weight")
+        require_at_least(self, 0, "sample_steps", "fourier_features")
+        require_at_least(self, 0.0, "noise_std", "mcmc_grad_clip", "reg_weight", "fourier_scale")
         if self.step_size <= 0:
             raise UserError(f"step_size must be > 0, got {self.step_size}")
         if not 0 <= self.reinit_prob <= 1:
@@ -182,7 +187,8 @@ class EBM(Model):
         if arch == "conv":
             self.net = EnergyConvNet(spec.shape[0], c.hidden_channels, c.use_spectral_norm)
         else:
-            self.net = EnergyMLP(spec.num_dims, c.hidden_sizes, c.use_spectral_norm)
+            self.net = EnergyMLP(spec.num_dims, c.hidden_sizes, c.use_spectral_norm,
+                                 fourier_features=c.fourier_features, fourier_scale=c.fourier_scale)
         self.architecture = arch
         self.init_range = c.init_range if c.init_range is not None else (1.0 if spec.is_discrete else 4.0)
 

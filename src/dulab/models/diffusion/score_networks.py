@@ -6,6 +6,7 @@ Both models work on a continuous representation of the data: discrete levels ``{
 * ``ConditionalMLP`` / ``ConditionalConvNet``: noise-conditional networks ``(x, level index i) -> (B, *event)``;
   the level enters through a learned embedding added to every hidden layer (a conditional bias, the simplest form
   of the conditional normalisation of NCSN).
+* ``FourierFeatures``: fixed random sinusoids of the coordinates, the MLPs' optional first layer (vector data).
 * ``EnergyMLP`` / ``EnergyConvNet``: scalar energies ``x -> (B,)``, with smooth (SiLU) activations so that the
   Langevin gradient ``grad_x E`` is continuous, and optional spectral normalisation of every weight.
 
@@ -13,6 +14,8 @@ References:
     Song, Ermon. "Generative Modeling by Estimating Gradients of the Data Distribution", NeurIPS 2019,
     arXiv:1907.05600.
     Du, Mordatch. "Implicit Generation and Generalization in Energy-Based Models", NeurIPS 2019, arXiv:1903.08689.
+    Tancik et al. "Fourier Features Let Networks Learn High Frequency Functions in Low Dimensional Domains",
+    NeurIPS 2020, arXiv:2006.10739.
     Miyato, Kataoka, Koyama, Yoshida. "Spectral Normalization for Generative Adversarial Networks", ICLR 2018,
     arXiv:1802.05957.
 """
@@ -24,7 +27,7 @@ from torch import nn
 
 from dulab.data.base import DataSpec
 
-__all__ = ["to_unit", "from_unit", "ConditionalMLP", "ConditionalConvNet", "EnergyMLP", "EnergyConvNet",
+__all__ = ["to_unit", "from_unit", "FourierFeatures", "ConditionalMLP", "ConditionalConvNet", "EnergyMLP", "EnergyConvNet",
            "group_count"]
 
 
@@ -48,18 +51,48 @@ def group_count(channels: int, max_groups: int = 8) -> int:
     return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
 
 
+class FourierFeatures(nn.Module):
+    """``x (B, D) -> [x, sin(x W), cos(x W)] (B, D + 2 F)`` with a fixed Gaussian ``W (D, F)``, entries
+    ``N(0, scale^2)`` (Tancik et al. 2020). A smooth MLP on raw 2-D coordinates learns sharp functions slowly (its
+    spectral bias); the scores of the 2-D toys at the middle noise levels (pulls towards eight modes with sharp
+    boundaries between them) and the energies of the checkerboard are such functions. ``W`` comes from a fixed seed,
+    so it is part of the architecture, not of the weights (not saved).
+
+    Args:
+        dim: D.
+        num_features: F (the output has ``D + 2 F`` columns).
+        scale: the standard deviation of ``W``'s entries (angular frequency per unit of the data).
+    """
+
+    def __init__(self, dim: int, num_features: int, scale: float):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("weight", scale * torch.randn(dim, num_features, generator=g),
+                             persistent=False)
+        self.out_dim = dim + 2 * num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = x @ self.weight.to(x.dtype)
+        return torch.cat([x, torch.sin(f), torch.cos(f)], dim=-1)
+
+
 class ConditionalMLP(nn.Module):
-    """``(x (B, D), i (B,)) -> (B, D)``: SiLU layers, each with a learned per-level scale and shift (FiLM).
+    """``(x (B, D), i (B,)) -> (B, D)``: SiLU layers, each with a learned per-level scale and shift (FiLM), on the
+    coordinates or on their Fourier features.
 
     Args:
         dim: D.
         hidden_sizes: widths of the hidden layers.
         num_conditions: number of noise levels L (the embedding table size).
+        fourier_features: F > 0 feeds ``FourierFeatures(dim, F, fourier_scale)`` instead of x (0: the raw x).
+        fourier_scale: their frequency scale.
     """
 
-    def __init__(self, dim: int, hidden_sizes: tuple[int, ...], num_conditions: int):
+    def __init__(self, dim: int, hidden_sizes: tuple[int, ...], num_conditions: int, *, fourier_features: int = 0,
+                 fourier_scale: float = 1.0):
         super().__init__()
-        sizes = (dim, *hidden_sizes)
+        self.features = FourierFeatures(dim, fourier_features, fourier_scale) if fourier_features > 0 else None
+        sizes = (self.features.out_dim if self.features is not None else dim, *hidden_sizes)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         # per level and layer: a scale (initialised to 1) and a shift (initialised to 0) of the pre-activations
         self.embeddings = nn.ModuleList(nn.Embedding(num_conditions, 2 * b) for b in hidden_sizes)
@@ -69,7 +102,7 @@ class ConditionalMLP(nn.Module):
         self.out = nn.Linear(sizes[-1], dim)
 
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        h = x
+        h = self.features(x) if self.features is not None else x
         for layer, emb in zip(self.layers, self.embeddings):
             scale, shift = emb(index).chunk(2, dim=-1)  # (B, width) each
             h = nn.functional.silu(scale * layer(h) + shift)
@@ -127,12 +160,16 @@ class EnergyMLP(nn.Module):
         dim: D.
         hidden_sizes: widths of the hidden layers.
         use_spectral_norm: spectrally normalise every weight (a Lipschitz energy, smoother Langevin).
+        fourier_features: F > 0 feeds ``FourierFeatures(dim, F, fourier_scale)`` instead of x (0: the raw x).
+        fourier_scale: their frequency scale.
     """
 
-    def __init__(self, dim: int, hidden_sizes: tuple[int, ...], use_spectral_norm: bool = False):
+    def __init__(self, dim: int, hidden_sizes: tuple[int, ...], use_spectral_norm: bool = False, *,
+                 fourier_features: int = 0, fourier_scale: float = 1.0):
         super().__init__()
-        sizes = (dim, *hidden_sizes)
-        layers: list[nn.Module] = []
+        features = FourierFeatures(dim, fourier_features, fourier_scale) if fourier_features > 0 else None
+        sizes = (features.out_dim if features is not None else dim, *hidden_sizes)
+        layers: list[nn.Module] = [features] if features is not None else []
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [_maybe_sn(nn.Linear(a, b), use_spectral_norm), nn.SiLU()]
         layers.append(_maybe_sn(nn.Linear(sizes[-1], 1), use_spectral_norm))

@@ -36,8 +36,7 @@ from torch import nn
 
 from dulab.config import require_at_least
 from dulab.losses.gan import LossKind
-from dulab.models.gan.image_base import (ImageGAN, ImageGANConfig, attention_index, conv_critic,
-                                         spectral_normalize_all)
+from dulab.models.gan.image_base import ImageGAN, ImageGANConfig, attention_index, conv_critic, spectral_normalize_all
 from dulab.nn.attention import SelfAttention2d
 
 __all__ = ["SAGAN", "SAGANConfig"]

@@ -1,0 +1,190 @@
+"""Training step time of dulab's DCGAN against a peer implementation: Lightning Bolts' ``DCGAN``, in one run.
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/gan_peer.py --peer-python /tmp/peervenv/bin/python
+
+The peer is ``pl_bolts.models.gans.DCGAN`` of ``lightning-bolts`` 0.7.0 (the PyTorch-examples DCGAN as a
+``LightningModule``: two Adam optimisers, BCE on sigmoid outputs, one D step then one G step per batch) trained by
+its own loop, ``pytorch_lightning`` 1.9.5 ``Trainer.fit`` (bolts 0.7.0 needs Lightning < 2: its ``training_step``
+takes ``optimizer_idx``). It lives in a throwaway virtual environment that reuses the project's torch (the same
+CPU wheel) and never installs torchvision:
+
+    python3.11 -m venv /tmp/peervenv
+    echo "import site; site.addsitedir('$PWD/.venv/lib/python3.11/site-packages')" \\
+        > /tmp/peervenv/lib/python3.11/site-packages/zz_project.pth
+    /tmp/peervenv/bin/pip install --no-deps lightning-bolts==0.7.0 pytorch-lightning==1.9.5 pyyaml tqdm
+
+``pl_bolts`` imports torchvision unconditionally when the package loads (``pl_bolts/transforms/self_supervised/
+amdim_transforms.py``: ``from torchvision.transforms import InterpolationMode`` -> ``ModuleNotFoundError: No module
+named 'torchvision'``), although its DCGAN's networks and training step use none of it. The peer worker therefore
+puts an import stub in front of a missing torchvision (``_stub_torchvision``: empty modules whose attributes are
+placeholder classes that raise when called); with a real torchvision installed the stub is not used.
+
+Same architecture and batch on both sides: 64 x 64 x 3 images (bolts' DCGAN is built for 64 x 64), latent 100,
+``feature_maps`` = dulab ``base_channels`` = ``--width`` (16 by default, a quarter of DCGAN's 64, so that one step
+takes well under a second on one CPU thread), G: z -> 8w x 4 x 4 -> 4w -> 2w -> w -> 3 with batch norm and ReLU,
+``tanh`` output; D: 3 -> w -> 2w -> 4w -> 8w (batch norm after the first) with LeakyReLU(0.2) -> one logit; Adam
+lr 2e-4, betas (0.5, 0.999); batch 64 of the same random images. (dulab's G starts with a linear layer to the
+4 x 4 map where bolts has a 4 x 4 transposed convolution of the 1 x 1 latent: the same map; dulab's layers carry
+biases, bolts' do not.) dulab runs ``dulab.train("dcgan", ...)`` (the engine: Fabric, ``AdversarialTask``, EMA
+off as by default, step logging) with evaluation off.
+
+Each side's *step time* is the marginal cost of a training step in its own full training loop:
+``(T(n2) - T(n1)) / (n2 - n1)`` over two whole training runs of ``n1`` and ``n2`` batches, which cancels the
+fixed start-up (building the model, the trainer, writing the run folder). The two sides alternate ``--repeats``
+times in this one process tree and the medians are compared; the ratio is dulab / peer (below 1: dulab faster).
+Writes ``benchmarks/results/gan_peer.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LATENT, IMAGE, CHANNELS = 100, 64, 3
+
+
+def _images(n: int, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, CHANNELS, IMAGE, IMAGE), generator=g)  # uint8-like levels
+
+
+def time_dulab(steps: int, batch: int, width: int) -> float:
+    """Seconds of ``dulab.train("dcgan")`` over ``steps`` batches (one epoch), evaluation off."""
+    import torch
+
+    import dulab
+    from dulab.data.base import from_array
+
+    torch.set_num_threads(1)
+    data = from_array(_images(steps * batch), num_levels=256)
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        dulab.train("dcgan", data=data, epochs=1, batch_size=batch, seed=0, out_dir=Path(out) / "run",
+                    overwrite=True, progress=False, verbose=False, sample_fn=None, latent_dim=LATENT,
+                    base_channels=width, lr=2e-4, betas=(0.5, 0.999))
+        return time.perf_counter() - t0
+
+
+def _stub_torchvision() -> None:
+    """Make ``import torchvision[.x]`` give empty placeholder modules when torchvision is not installed."""
+    import importlib.abc
+    import importlib.machinery
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("torchvision") is not None:
+        return
+
+    class Placeholder:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("torchvision is a stub here")
+
+    class Stub(types.ModuleType):
+        __path__: list = []
+
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return type(name, (Placeholder,), {})
+
+    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torchvision" or name.startswith("torchvision."):
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+            return None
+
+        def create_module(self, spec):
+            module = Stub(spec.name)
+            module.__version__ = "0.0.0+stub"
+            return module
+
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, Finder())
+
+
+def time_peer(steps: int, batch: int, width: int) -> float:
+    """Seconds of ``Trainer.fit`` of bolts' ``DCGAN`` over ``steps`` batches (one epoch); runs in the peer venv."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    _stub_torchvision()
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.set_num_threads(1)
+    import pytorch_lightning as pl
+    from pl_bolts.models.gans import DCGAN
+
+    pl.seed_everything(0, workers=False)
+    x = _images(steps * batch).float() / 127.5 - 1.0  # the same levels mapped to [-1, 1], as dulab does
+    loader = DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=batch, shuffle=True)
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        model = DCGAN(feature_maps_gen=width, feature_maps_disc=width, image_channels=CHANNELS, latent_dim=LATENT)
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=out)
+        trainer.fit(model, loader)
+        return time.perf_counter() - t0
+
+
+def _versions(python: str) -> dict:
+    code = ("import torch, pytorch_lightning as pl, importlib.metadata as m; "
+            "print(torch.__version__, pl.__version__, m.version('lightning-bolts'))")
+    torch_v, pl_v, bolts_v = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                                            check=True).stdout.split()
+    return {"torch": torch_v, "pytorch_lightning": pl_v, "lightning_bolts": bolts_v}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--peer-python", default="/tmp/peervenv/bin/python")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--width", type=int, default=16, help="feature maps (DCGAN: 64)")
+    parser.add_argument("--steps", default="4,16", help="n1,n2: batches of the two runs per measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", choices=["dulab", "peer"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:  # one timed training run in a fresh process
+        fn = time_dulab if args.worker == "dulab" else time_peer
+        print(json.dumps({"seconds": fn(args.n, args.batch_size, args.width)}))
+        return
+    n1, n2 = (int(s) for s in args.steps.split(","))
+    pythons = {"dulab": sys.executable, "peer": args.peer_python}
+    per_step: dict[str, list[float]] = {"dulab": [], "peer": []}
+    for r in range(args.repeats):
+        for side, python in pythons.items():
+            t = {}
+            for n in (n1, n2):
+                cmd = [python, __file__, "--worker", side, "--n", str(n), "--batch-size", str(args.batch_size),
+                       "--width", str(args.width)]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    raise SystemExit(f"{side} worker failed:\n{res.stderr[-3000:]}")
+                t[n] = json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
+            per_step[side].append((t[n2] - t[n1]) / (n2 - n1))
+            print(f"repeat {r}: {side:5s} {per_step[side][-1]:.4f} s/step  (runs of {n1}: {t[n1]:.2f} s,"
+                  f" {n2}: {t[n2]:.2f} s)", flush=True)
+    med = {k: statistics.median(v) for k, v in per_step.items()}
+    result = {"image": [CHANNELS, IMAGE, IMAGE], "batch_size": args.batch_size, "width": args.width,
+              "latent_dim": LATENT, "steps": [n1, n2], "per_step_s": per_step, "median_s": med,
+              "ratio_dulab_over_peer": med["dulab"] / med["peer"], "peer": _versions(args.peer_python),
+              "threads": 1}
+    print(json.dumps(result, indent=1))
+    out = ROOT / "benchmarks" / "results" / "gan_peer.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
