@@ -147,11 +147,11 @@ class EBMConfig:
     num_steps: int = 40
     sample_steps: int = 0
     step_size: float = 0.01
-    noise_std: float = 0.01
+    noise_std: float = 0.1414
     mcmc_grad_clip: float = 0.0
     buffer_size: int = 10000
     reinit_prob: float = 0.05
-    reg_weight: float = 1.0
+    reg_weight: float = 0.01
     init_range: float | None = None
 
     def __post_init__(self):
