@@ -130,11 +130,8 @@ BPD_MODELS = {
 }
 
 
-NUM_SPRITES = 6000  # set from --num-sprites
-
-
-def _data_kw(data: str) -> dict:
-    return {"data_options": {"size": 32, "num_samples": NUM_SPRITES}} if data == "sprites" else {}
+def _data_kw(data: str, num_sprites: int = 6000) -> dict:
+    return {"data_options": {"size": 32, "num_samples": num_sprites}} if data == "sprites" else {}
 
 
 def _iwae_eval(model, x, num_samples: int, seed: int, batch_size: int) -> dict:
@@ -155,11 +152,10 @@ def _iwae_eval(model, x, num_samples: int, seed: int, batch_size: int) -> dict:
 def bpd(args) -> None:
     import dulab
 
-    global NUM_SPRITES
     torch.set_num_threads(1)
     data = args.data
-    NUM_SPRITES = args.num_sprites
-    test = dulab.load_dataset(data, split="test", **_data_kw(data).get("data_options", {}))
+    data_kw = _data_kw(data, args.num_sprites)
+    test = dulab.load_dataset(data, split="test", **data_kw.get("data_options", {}))
     x = test.x[: args.num_test] if args.num_test else test.x
     rows = []
     names = args.models.split(",") if args.models else list(BPD_MODELS)
@@ -171,7 +167,7 @@ def bpd(args) -> None:
             hp.update(epochs=args.epochs)
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
-            run = _train(name, data, None, Path(tmp) / name, seed=args.seed, **_data_kw(data), **hp)
+            run = _train(name, data, None, Path(tmp) / name, seed=args.seed, **data_kw, **hp)
         train_s = time.time() - t0
         model = run.model.eval()
         if args.pictures:
@@ -364,10 +360,8 @@ def ae_section(args) -> None:
     """Denoising and sparse autoencoders on digits (CLI defaults otherwise): test reconstruction error of the
     clean image from clean and from corrupted inputs (seeded corruption, the same for every model), mean code
     activation, and a logistic-regression probe of the codes."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     import dulab
+    from dulab.metrics.probe import linear_probe
     from dulab.models.latent.autoencoder import corrupt
     from dulab.models.latent.networks import input_features
 
@@ -396,10 +390,8 @@ def ae_section(args) -> None:
             code = model._code(feats)
             res["mean_abs_code"] = float(code.abs().mean())
             res["frac_small"] = float((code.abs() < 0.05).float().mean())
-            tr = model.encode(train.x).numpy()
-        scaler = StandardScaler().fit(tr)
-        clf = LogisticRegression(max_iter=3000).fit(scaler.transform(tr), train.y.numpy())
-        res["probe_acc"] = float(clf.score(scaler.transform(code.numpy()), test.y.numpy()))
+            tr = model.encode(train.x)
+        res["probe_acc"] = linear_probe(tr, train.y, code, test.y, max_iter=3000)
         rows.append(res)
         print(res, flush=True)
     print(f"\nmachine: {machine()}; autoencoder on {args.data}, CLI defaults (32-d code, 30 epochs unless said), "
