@@ -77,6 +77,7 @@ MODELS: dict[str, ModelEntry] = {
     "vq_prior": ModelEntry("dulab.models.latent.vq_prior:VQPrior", "latent"),
     # --- score-based and energy-based models ---
     "ddpm": ModelEntry("dulab.models.diffusion.ddpm:DDPM", "diffusion"),
+    "latent_ddpm": ModelEntry("dulab.models.diffusion.latent_ddpm:LatentDDPM", "diffusion"),
     "ncsn": ModelEntry("dulab.models.diffusion.ncsn:NCSN", "diffusion"),
     "ebm": ModelEntry("dulab.models.diffusion.ebm:EBM", "energy"),
 }

@@ -30,7 +30,9 @@ EXTRA = {"made": {"num_masks": 3, "ordering": "random"}}
 EXTRA.update({"vq_vae": {"restart_every": 2, "use_ema": True}, "vq_vae2": {"restart_every": 2}})
 #: models that cannot be built from hyperparameters alone (they need another run), and where their resume is tested
 NEEDS_A_RUN = {"vq_prior": "needs a trained vq_vae run (vq_run=): its bitwise resume is tested in "
-                           "tests/models/latent/test_vq_prior.py::test_resume_is_bitwise, which trains one first"}
+                           "tests/models/latent/test_vq_prior.py::test_resume_is_bitwise, which trains one first",
+              "latent_ddpm": "needs a trained vae/autoencoder run (latent_run=): its bitwise resume is tested in "
+                             "tests/models/diffusion/test_latent_ddpm.py::test_resume_is_bitwise"}
 VECTOR, IMAGE = DataSpec((4,), "discrete", 3), DataSpec((1, 4, 4), "discrete", 2)
 LABELLED = DataSpec((1, 4, 4), "discrete", 2, 2)  # for models that need labels (class-conditional BigGAN)
 
