@@ -73,7 +73,8 @@ def main(argv=None):
         results["runs"][key] = {"model": name, "hparams": RUNS[key][1], "seed": seed, "dir": str(run.dir),
                                 "val_bpd_best": bpd(best, val.x), "test_bpd_best": bpd(best, test.x),
                                 "test_bpd_last": bpd(last, test.x), "epochs": run.final.get("epoch"),
-                                "best": run.summary.get("best"), "wall_seconds": wall, "date": time.strftime("%Y-%m-%d")}
+                                "best": run.summary.get("best"), "wall_seconds": wall,
+                                "date": time.strftime("%Y-%m-%d")}
         print(key, json.dumps(results["runs"][key]), flush=True)
         out_path.write_text(json.dumps(results, indent=2))
     done = [k for k in RUNS if k in results["runs"]]

@@ -82,7 +82,7 @@ def test_orthogonal_regularisation_enters_the_generator_loss(monkeypatch):
         task.setup(fabric, module, opts, scheds)
         original = task.optimizer_step
 
-        def watched(loss, index=0, module=None, original=original, beta=beta):
+        def watched(loss, index=0, module=None, original=original, beta=beta, model=model):
             if index == 1:
                 losses[beta] = float(loss.detach())
                 reg = model.generator_regularizer()

@@ -29,7 +29,8 @@ def test_self_attention_with_gamma_zero_is_the_identity():
 
 
 def test_self_attention_matches_a_loop_over_positions():
-    # Zhang et al. 2019, Eqs. 1-3: beta_{j,i} = softmax_i(s_ij), s_ij = f(x_i)^T g(x_j); o_j = v(sum_i beta_{j,i} h(x_i))
+    # Zhang et al. 2019, Eqs. 1-3: beta_{j,i} = softmax_i(s_ij), s_ij = f(x_i)^T g(x_j);
+    # o_j = v(sum_i beta_{j,i} h(x_i))
     torch.manual_seed(1)
     attn = SelfAttention2d(8, reduction=2).double()
     with torch.no_grad():

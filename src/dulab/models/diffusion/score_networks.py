@@ -27,8 +27,8 @@ from torch import nn
 
 from dulab.data.base import DataSpec
 
-__all__ = ["to_unit", "from_unit", "FourierFeatures", "ConditionalMLP", "ConditionalConvNet", "EnergyMLP", "EnergyConvNet",
-           "group_count"]
+__all__ = ["to_unit", "from_unit", "FourierFeatures", "ConditionalMLP", "ConditionalConvNet", "EnergyMLP",
+           "EnergyConvNet", "group_count"]
 
 
 def to_unit(x: torch.Tensor, spec: DataSpec, dtype: torch.dtype) -> torch.Tensor:

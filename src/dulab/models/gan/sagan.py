@@ -16,7 +16,8 @@ image          G's attention map           D's attention map
 64x64 sprites  16x16                       16x16
 =============  ==========================  ==========================
 
-The stages follow ``dcgan.num_stages`` (``image_base``); G keeps batch norm (as in the paper, whose conditional version uses
+The stages follow ``dcgan.num_stages`` (``image_base``); G keeps batch norm (as in the paper, whose
+conditional version uses
 conditional batch norm; this one is unconditional), D has none. Spectral norm in G is the paper's finding that it
 steadies G as well as D.
 

@@ -21,7 +21,8 @@ with learned per-channel scales, style mixing regularisation, and the truncation
   moving average (``w_avg_beta``) of the mapped ``w`` over training, kept as a buffer (saved in checkpoints);
   ``sample(n, truncation=psi)``. ``w_avg`` starts at 0, as in the authors' code.
 
-D is the DCGAN critic without batch norm (``image_base.conv_critic``). Defaults: the non-saturating loss with R1 (Mescheder et al. 2018;
+D is the DCGAN critic without batch norm (``image_base.conv_critic``). Defaults: the non-saturating loss with
+R1 (Mescheder et al. 2018;
 gamma 1 here, 10 in the paper for 1024x1024 faces), Adam lr 2e-3 with betas (0, 0.99) (the paper's
 betas and its 1e-3..3e-3 range). Equalised learning rate (Karras et al. 2018) in G.
 

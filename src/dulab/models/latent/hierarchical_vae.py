@@ -15,7 +15,8 @@ KL warm-up (NVAE section 3.2): the KL weight rises linearly from ``1 / kl_warmup
 first ``kl_warmup_steps`` optimiser steps. Without it the top-down posterior, which starts almost equal to the
 prior, collapses within the first 50 steps on ``digits_binary`` (KL 0.006 nats and falling; test KL 0.0001 and 0
 of 24 active units after the 40 default epochs), where warm-up over 300 steps reaches a KL of 4 nats and a
-training negative ELBO of 19.6 nats by step 400 (25.4 without). The step counter is a buffer (``num_updates``, saved with the weights) advanced by
+training negative ELBO of 19.6 nats by step 400 (25.4 without). The step counter is a buffer
+(``num_updates``, saved with the weights) advanced by
 each ``loss`` call in training mode with gradients on, so resumed runs continue the schedule exactly.
 
 Simplifications against NVAE: two vector-valued latent layers instead of many spatial groups, no spectral
