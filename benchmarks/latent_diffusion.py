@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_latent_diffusion"))
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--retrain-diffusion", action="store_true", help="retrain the latent_ddpm runs only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from dulab.viz import image_grid
@@ -78,8 +79,9 @@ def main() -> None:
     levels = test.spec.num_levels
     vae, t_vae = _train("vae", out / "vae", args.retrain, data)
     ae, t_ae = _train("autoencoder", out / "ae", args.retrain, data)
-    ld_vae, t_ld_vae = _train("latent_ddpm", out / "ld_vae", args.retrain, data, latent_run=str(out / "vae"))
-    ld_ae, t_ld_ae = _train("latent_ddpm", out / "ld_ae", args.retrain, data, latent_run=str(out / "ae"))
+    again = args.retrain or args.retrain_diffusion
+    ld_vae, t_ld_vae = _train("latent_ddpm", out / "ld_vae", again, data, latent_run=str(out / "vae"))
+    ld_ae, t_ld_ae = _train("latent_ddpm", out / "ld_ae", again, data, latent_run=str(out / "ae"))
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
 
     with torch.inference_mode():

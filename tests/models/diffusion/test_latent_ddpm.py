@@ -47,13 +47,15 @@ def _all_inputs():
 def test_latent_bound_integrates_to_at_most_one_with_the_jacobian(T, low, scale):
     model = _model(_vae(latent_dim=1), num_timesteps=T, latent_scale=scale).eval()
     model.latent_shift.fill_(0.5)
-    z = torch.linspace(-15, 15, 3001, dtype=torch.float64)[:, None]
+    z = torch.linspace(-12, 12, 801, dtype=torch.float64)[:, None]
     g = torch.Generator().manual_seed(0)
-    # the mean over draws of a stochastic bound is still below log p(z), so exp of it integrates to <= 1
+    # the mean over draws of a stochastic bound is still below log p(z) in expectation, so exp of it integrates to
+    # <= 1 up to the Monte Carlo error of the mean (exp of a noisy mean is biased up: with T = 4 one draw's sd is
+    # ~1.7 nats, so 400 draws leave a bias factor of ~exp(0.087^2 / 2) = 1.004; with 50 draws 1.03)
     with torch.no_grad():
-        lp = torch.stack([model.latent_log_prob(z, generator=g) for _ in range(50)]).mean(0)
+        lp = torch.stack([model.latent_log_prob(z, generator=g) for _ in range(400 if T > 1 else 20)]).mean(0)
     integral = float(lp.exp().sum() * (z[1, 0] - z[0, 0]))
-    assert low < integral <= 1.0 + 1e-3, integral  # without the -Z log(scale) term it would be ~scale x this
+    assert low < integral <= 1.005, integral  # without the -Z log(scale) term it would be ~scale x this
 
 
 def test_image_bound_sums_to_at_most_one_over_the_domain():

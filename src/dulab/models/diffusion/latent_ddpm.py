@@ -65,7 +65,10 @@ _FIRST_STAGES = (VAE, IWAE, Autoencoder)  # exact types: hierarchical/pixel VAEs
 @dataclass
 class LatentDDPMConfig(DDPMConfig):
     """Hyperparameters of ``LatentDDPM``: every field of ``DDPMConfig`` (the diffusion over the latents; its
-    ``architecture`` resolves to the MLP denoiser, ``prediction=auto`` to ``v``) plus
+    ``architecture`` resolves to the MLP denoiser, ``prediction=auto`` to ``v``; ``variance`` defaults to
+    ``large``, the optimal fixed reverse variance for data near N(0, I) (Ho et al. 2020, section 3.2), which
+    standardised VAE latents are: with the exact denoiser of N(0, 1) data and the cosine schedule the bound exceeds
+    the entropy by 0.53 nats per dimension with ``small`` and 0.15 with ``large``) plus
 
     Attributes:
         latent_run: the run directory of a trained ``vae``, ``iwae`` or ``autoencoder``.
@@ -75,7 +78,7 @@ class LatentDDPMConfig(DDPMConfig):
             JSON, so the run rebuilds it without ``latent_run``); leave it empty.
     """
 
-    hidden_sizes: tuple[int, ...] = (256, 256, 256)
+    variance: Literal["small", "large"] = "large"
     latent_run: str = ""
     posterior: Literal["sample", "mean"] = "sample"
     latent_scale: float = 0.0
