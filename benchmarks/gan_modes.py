@@ -1,6 +1,7 @@
 """Mode coverage of 2-D MLP GANs on the ring of 8 and the 5 x 5 grid of 25 Gaussians (std 0.05).
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/gan_modes.py --data grid25 [--settings ...]
+        [--steps N --batch-size B --hidden 256,256,256 --seed S --tag @name]
 
 The protocol of VEEGAN (Srivastava et al. 2017, arXiv:1705.07761) and PacGAN (Lin et al. 2018,
 arXiv:1712.04086): after training, draw 2500 samples from G; a mode is *covered* when at least 20 samples lie
@@ -65,7 +66,7 @@ def coverage(samples: torch.Tensor, centres: torch.Tensor, std: float = STD, min
 
 
 def run_setting(data: str, name: str, options: dict, *, steps: int, batch_size: int, lr: float, seed: int,
-                out: Path, num_samples: int = 2500) -> dict:
+                out: Path, num_samples: int = 2500, common: dict | None = None) -> dict:
     train = dulab.load_dataset(data, num_samples=60000)
     test = dulab.load_dataset(data, "test", num_samples=60000)
     steps_per_epoch = -(-len(train) // batch_size)
@@ -73,13 +74,14 @@ def run_setting(data: str, name: str, options: dict, *, steps: int, batch_size: 
     t0 = time.perf_counter()
     run = dulab.train("gan", data=train, eval_data=test, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       schedule="cosine", min_lr_ratio=0.02, out_dir=out / f"{data}-{name}", overwrite=True,
-                      progress=False, verbose=False, sample_fn=None, **{**COMMON, **options})
+                      progress=False, verbose=False, sample_fn=None, **{**(common or COMMON), **options})
     seconds = time.perf_counter() - t0
     model = run.model.eval()
     with torch.no_grad():
         samples = model.sample(num_samples, generator=torch.Generator().manual_seed(seed))
     result = coverage(samples, toy2d.mode_centres(data))
-    result.update({"setting": name, "lr": lr, "batch_size": batch_size, "seconds": round(seconds, 1), "steps": run.summary["step"],
+    result.update({"setting": name, "lr": lr, "batch_size": batch_size, "options": {**(common or COMMON), **options},
+                   "seconds": round(seconds, 1), "steps": run.summary["step"],
                    "fid": run.metrics[-1].get("test_fid")})
     torch.save(samples, out / f"{data}-{name}" / "samples_2500.pt")
     return result
@@ -93,18 +95,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden", default=None, help="hidden widths of G and D, e.g. 256,256,256 (default 128 x 3)")
+    parser.add_argument("--latent-dim", type=int, default=None, help="default 8")
+    parser.add_argument("--tag", default="", help="suffix of the result keys and run directories, e.g. @wide")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_gan_modes"))
     args = parser.parse_args()
+    common = dict(COMMON)
+    if args.hidden:
+        common["hidden_sizes"] = tuple(int(h) for h in args.hidden.split(","))
+    if args.latent_dim:
+        common["latent_dim"] = args.latent_dim
     torch.set_num_threads(1)
     out = Path(args.out)
     path = ROOT / "benchmarks" / "results" / f"gan_modes_{args.data}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     for item in args.settings.split(","):
         options = setting_options(item)
-        r = run_setting(args.data, item, options, steps=args.steps or STEPS[args.data], batch_size=args.batch_size,
-                        lr=args.lr, seed=args.seed, out=out)
-        results[item] = r
-        print(f"{args.data:7s} {item:20s} modes {r['modes']:2d}/{r['of']}  high-quality {r['high_quality']:.3f}"
+        key = item + args.tag
+        r = run_setting(args.data, key, options, steps=args.steps or STEPS[args.data], batch_size=args.batch_size,
+                        lr=args.lr, seed=args.seed, out=out, common=common)
+        results[key] = r
+        print(f"{args.data:7s} {key:20s} modes {r['modes']:2d}/{r['of']}  high-quality {r['high_quality']:.3f}"
               f"  ({r['steps']} steps, {r['seconds']:.0f} s)", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=1))

@@ -88,8 +88,11 @@ def figure_1d(steps: int = 1500, seed: int = 0) -> None:
 
 def _discriminate_grid(model, grid: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     """D's logits on grid points. With minibatch discrimination D's output depends on the batch: each point is then
-    scored as if it were one example of a batch holding also ``context`` (127 of G's samples: a fake batch)."""
+    scored as if it were one example of a batch holding also ``context`` (127 of G's samples: a fake batch). With
+    PacGAN packing (no minibatch discrimination with it here) a point is scored as a pack of ``m`` copies of it."""
     mbd = next((m for m in model.D.modules() if isinstance(m, MinibatchDiscrimination)), None)
+    if model.config.pack > 1:  # PacGAN: D scores packs; each point is scored as a pack of copies of itself
+        grid = grid.repeat_interleave(model.config.pack, 0)
     if mbd is None:
         return model.discriminate(grid)
     f, f_ctx = model.discriminator_features(grid), model.discriminator_features(context)  # (G, A), (K, A)

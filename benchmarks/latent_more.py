@@ -10,6 +10,7 @@ draws pictures, PNGs under docs/img/):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent_more.py collapse
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent_more.py mig
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent_more.py pictures
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent_more.py ae --data digits
 """
 
 from __future__ import annotations
@@ -161,13 +162,17 @@ def bpd(args) -> None:
     names = args.models.split(",") if args.models else list(BPD_MODELS)
     for name in names:
         hp = {**BPD_MODELS[name]}
+        if args.lr:
+            hp.update(lr=args.lr)
         if data == "sprites":
             hp.update(epochs=args.epochs or 10)
         elif args.epochs:
             hp.update(epochs=args.epochs)
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
-            run = _train(name, data, None, Path(tmp) / name, seed=args.seed, **data_kw, **hp)
+            # sprites: the engine's own evaluations (K = 100 at the start and the end) on 16 test images only (speed)
+            eval_data = test.subset(range(16)) if data == "sprites" else None
+            run = _train(name, data, eval_data, Path(tmp) / name, seed=args.seed, **data_kw, **hp)
         train_s = time.time() - t0
         model = run.model.eval()
         if args.pictures:
@@ -199,9 +204,11 @@ def main(argv=None) -> None:
     p.add_argument("--num-test", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.0, help="bpd: learning rate (0: the model's default)")
     p.add_argument("--num-sprites", type=int, default=6000)
     p.add_argument("--betas", default="1,4,8")
     p.add_argument("--pictures", action="store_true", help="bpd: also save pictures of each model")
+    p.add_argument("--run-dir", default="", help="mig: keep the runs under this folder (resumable across calls)")
     args = p.parse_args(argv)
     if args.section == "gauss2d" and not args.epochs:
         args.epochs = 20
@@ -261,11 +268,27 @@ def mig_section(args) -> None:
     rows = []
     for beta in [float(b) for b in args.betas.split(",")]:
         t0 = time.time()
-        with tempfile.TemporaryDirectory() as tmp:  # the engine's own evaluations on 64 test images (speed)
-            run = _train("vae", "sprites", test.subset(range(64)), Path(tmp) / "run", seed=args.seed,
-                         data_options=opts, epochs=args.epochs or 20, beta=beta, latent_dim=10)
-        train_s = time.time() - t0
-        model = run.model.eval()
+        if args.run_dir:  # a kept run directory: stop with SIGINT (e.g. timeout -s INT) and rerun to continue it
+            rd = Path(args.run_dir) / f"beta{beta:g}"
+            summary = json.loads((rd / "summary.json").read_text()) if (rd / "summary.json").exists() else {}
+            if summary.get("status") == "completed":
+                model = dulab.load(rd, which="last")
+            elif (rd / "state.pt").exists():
+                model = dulab.resume(rd, eval_data=test.subset(range(64)), sample_fn=None, verbose=False).model
+            else:
+                model = _train("vae", "sprites", test.subset(range(64)), rd, seed=args.seed, data_options=opts,
+                               epochs=args.epochs or 20, beta=beta, latent_dim=10).model
+            summary = json.loads((rd / "summary.json").read_text())
+            if summary.get("status") != "completed":
+                print(f"beta {beta:g}: stopped at step {summary.get('step')}; rerun to continue", flush=True)
+                return
+            train_s = summary["seconds"]
+        else:
+            with tempfile.TemporaryDirectory() as tmp:  # the engine's own evaluations on 64 test images (speed)
+                model = _train("vae", "sprites", test.subset(range(64)), Path(tmp) / "run", seed=args.seed,
+                               data_options=opts, epochs=args.epochs or 20, beta=beta, latent_dim=10).model
+            train_s = time.time() - t0
+        model = model.eval()
         with torch.inference_mode():
             codes = torch.cat([model.encode(c) for c in test.x.split(256)])
             diag = model.posterior_diagnostics(test.x)
@@ -361,7 +384,7 @@ def ae_section(args) -> None:
     clean image from clean and from corrupted inputs (seeded corruption, the same for every model), mean code
     activation, and a logistic-regression probe of the codes."""
     import dulab
-    from dulab.metrics.probe import linear_probe
+    from dulab.metrics.probe import probe_suite
     from dulab.models.latent.autoencoder import corrupt
     from dulab.models.latent.networks import input_features
 
@@ -390,18 +413,28 @@ def ae_section(args) -> None:
             code = model._code(feats)
             res["mean_abs_code"] = float(code.abs().mean())
             res["frac_small"] = float((code.abs() < 0.05).float().mean())
-            tr = model.encode(train.x)
-        res["probe_acc"] = linear_probe(tr, train.y, code, test.y, max_iter=3000)
+        # the probes of `dulab eval` (evaluation._probes): raw pixels and an untrained copy of the same model
+        with torch.random.fork_rng():
+            torch.manual_seed(args.seed)
+            fresh = type(model)(model.spec, model.config).eval()
+        probes = probe_suite(model.encode, train, test, baseline_encoders={"random_init": fresh.encode})
+        res.update(probe_acc=probes["linear_probe"], knn_acc=probes["knn_accuracy"],
+                   random_probe_acc=probes["random_init/linear_probe"],
+                   random_knn_acc=probes["random_init/knn_accuracy"],
+                   raw_probe_acc=probes["raw_pixels/linear_probe"], raw_knn_acc=probes["raw_pixels/knn_accuracy"])
         rows.append(res)
         print(res, flush=True)
     print(f"\nmachine: {machine()}; autoencoder on {args.data}, CLI defaults (32-d code, 30 epochs unless said), "
           f"test split; errors in nats per image (cross-entropy of the clean image)\n")
     print("| autoencoder | recon, clean input | recon, masked 25% | recon, salt-and-pepper 25% | mean abs code | "
-          "codes < 0.05 | linear probe | train s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "codes < 0.05 | linear probe (random encoder) | k-NN (random encoder) | train s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['label']} | {r['recon_clean']:.2f} | {r['recon_masking']:.2f} | {r['recon_salt_and_pepper']:.2f} | "
-              f"{r['mean_abs_code']:.3f} | {r['frac_small']:.2f} | {r['probe_acc']:.3f} | {r['train_s']:.0f} |")
+        print(f"| {r['label']} | {r['recon_clean']:.2f} | {r['recon_masking']:.2f} | "
+              f"{r['recon_salt_and_pepper']:.2f} | {r['mean_abs_code']:.3f} | {r['frac_small']:.2f} | "
+              f"{r['probe_acc']:.3f} ({r['random_probe_acc']:.3f}) | "
+              f"{r['knn_acc']:.3f} ({r['random_knn_acc']:.3f}) | {r['train_s']:.0f} |")
+    print(f"| raw pixels | - | - | - | - | - | {rows[0]['raw_probe_acc']:.3f} | {rows[0]['raw_knn_acc']:.3f} | - |")
     _save(f"ae_{args.data}", rows)
 
 

@@ -148,6 +148,20 @@ def test_minibatch_discrimination_closed_form():
     assert torch.equal(layer(f)[:, :1], f)  # the features pass through
 
 
+def test_minibatch_discrimination_matches_cdist_and_has_a_double_backward():
+    # The gradient penalty differentiates the input gradient again: torch.cdist has no double backward.
+    torch.manual_seed(0)
+    layer = tricks.MinibatchDiscrimination(4, 3, 2).double()
+    f = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    m = (f @ layer.T).reshape(6, 3, 2).transpose(0, 1)
+    expected = torch.exp(-torch.cdist(m, m, p=1)).sum(2).transpose(0, 1) - 1.0
+    out = layer(f)
+    assert torch.allclose(out[:, 4:], expected)
+    (grad,) = torch.autograd.grad(out[:, 4:].sum(), f, create_graph=True)
+    grad.pow(2).sum().backward()
+    assert layer.T.grad is not None and layer.T.grad.abs().sum() > 0
+
+
 # ============================================================================ historical averaging
 
 def test_historical_average_penalty_is_zero_at_the_running_average():

@@ -64,7 +64,9 @@ class MinibatchDiscrimination(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         m = (f @ self.T).reshape(f.shape[0], self.num_kernels, self.kernel_dim).transpose(0, 1)  # (B, N, C)
-        dist = torch.cdist(m, m, p=1)  # (B, N, N) L1 distances between the rows of each kernel
+        # (B, N, N) L1 distances between the rows of each kernel, written out rather than torch.cdist: cdist has
+        # no double backward, which the gradient penalty (WGAN-GP, R1) through this layer needs
+        dist = (m[:, :, None, :] - m[:, None, :, :]).abs().sum(-1)
         o = torch.exp(-dist).sum(2).transpose(0, 1) - 1.0  # (N, B); the j = i term is exp(0) = 1
         return torch.cat([f, o], dim=1)  # (N, A + B)
 
