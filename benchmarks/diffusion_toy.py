@@ -10,12 +10,15 @@ Parts (``--parts``, comma-separated; each run is one ``dulab.train`` with the mo
 * ``bound``: ``ddpm`` (defaults) on ``eight_gaussians`` and ``checkerboard``: the run's ``test_kl_to_truth`` (the
   negative bound with 50 strata, minus the true entropy, on the test split) and the exact bound over all T steps on
   ``--bound-examples`` test points with its standard error; the bound must never be below the true entropy.
+  Also the same networks' exact gap with ``variance=large`` (the variance enters the bound, not the training).
+* ``exact``: no training: the bound's gap to the entropy with the *exact* denoiser of N(0, 1) data (1-D, 4000
+  points, all T = 1000 terms) for each schedule and reverse variance: what the fixed variance alone costs.
 * ``toys``: ``ncsn`` and ``ebm`` (defaults) on ``eight_gaussians`` and ``checkerboard``: sample NLL under the true
   density, the fraction of samples where it is 0, the energy distance to the test set; pictures
   ``docs/img/ncsn_score_field.png`` (arrows of the learned score at several noise levels over the data) and
   ``docs/img/ebm_energy.png`` (data, samples, the learned ``exp(-E)`` and the true density).
-* ``digits``: ``ncsn`` and ``ebm`` on ``digits`` (defaults, ``--digits-epochs`` to shorten): FID/KID of 1000
-  samples against the test split with the shipped extractor, next to the train-vs-test floor.
+* ``digits``: ``ncsn`` and ``ebm`` on ``digits`` (defaults, ``--digits-epochs`` to shorten): FID/KID of min(1000,
+  test size) = 360 samples against the test split with the shipped extractor, next to the train-vs-test floor.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/diffusion_toy.py --parts steps,bound,toys,digits
 
@@ -131,9 +134,20 @@ def part_bound(args, results):
                      "exact_gap_stderr": float(gap.std() / math.sqrt(len(gap))), "examples": len(x),
                      "true_entropy_examples": float(-lp_true.mean()), "true_entropy_test": entropy_all,
                      "wall_seconds": wall, "epochs": f.get("epoch")}
+        # the reverse variance enters only the bound and sampling, not the training loss: the same network with
+        # variance=large (beta_t, Ho et al.'s other extreme) instead of the default small (beta_tilde_t)
+        model.config.variance = "large"
+        torch.manual_seed(0)
+        with torch.no_grad():
+            nll_large = torch.cat([-model.log_prob(b, num_bound_steps=0) for b in x.split(500)]).double()
+        model.config.variance = "small"
+        gap_large = nll_large + lp_true
+        out[data].update({"exact_gap_variance_large": float(gap_large.mean()),
+                          "exact_gap_variance_large_stderr": float(gap_large.std() / math.sqrt(len(gap)))})
         r = out[data]
         print(f"bound {data}: run KL {r['test_kl_to_truth_run']:.4f}; exact gap {r['exact_gap']:.4f} "
-              f"+- {r['exact_gap_stderr']:.4f} ({len(x)} ex); {wall:.0f} s", flush=True)
+              f"+- {r['exact_gap_stderr']:.4f} (variance large: {r['exact_gap_variance_large']:.4f}) ({len(x)} ex);"
+              f" {wall:.0f} s", flush=True)
         _save(args, results)
 
 
@@ -163,6 +177,30 @@ def _toy_scores(model, ds_test, n):
     secs = time.time() - t0
     m = sample_metrics(s, ds_test)
     return s, {**m, "sample_seconds": secs}
+
+
+def part_exact(args, results):
+    from dulab.data.base import DataSpec
+
+    out = results.setdefault("exact", {})
+    x = torch.randn(4000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for schedule in ("linear", "cosine", "continuous_cosine"):
+        for variance in ("small", "large"):
+            model = dulab.build_model("ddpm", DataSpec((1,), "continuous"), prediction="x0", noise_schedule=schedule,
+                                      variance=variance).double().eval()
+
+            def exact(x_t, t, y=None, model=model):  # E[x0 | x_t] for x0 ~ N(0, 1) (alpha^2 + sigma^2 = 1)
+                return model.schedule.coefficients(t, x_t)[0] * x_t
+
+            model.denoise = exact
+            with torch.no_grad():
+                nll = -model.log_prob(x, num_bound_steps=0, generator=torch.Generator().manual_seed(1))
+            per = nll + (-0.5 * (x.square() + math.log(2 * math.pi))).sum(1)  # -bound - (-log p(x)), per point
+            gap = float(per.mean())
+            out[f"{schedule}/{variance}"] = {"gap_nats": gap, "stderr": float(per.std() / math.sqrt(len(x)))}
+            print(f"exact denoiser, N(0, 1): {schedule:17s} {variance:5s} gap {gap:.4f} +- "
+                  f"{out[f'{schedule}/{variance}']['stderr']:.4f} nats", flush=True)
+    _save(args, results)
 
 
 def part_toys(args, results):
@@ -267,7 +305,8 @@ def main(argv=None):
     results = json.loads(path.read_text()) if path.exists() and not args.quick else {}
     for part in args.parts.split(","):
         t0 = time.time()
-        {"steps": part_steps, "bound": part_bound, "toys": part_toys, "digits": part_digits}[part](args, results)
+        {"steps": part_steps, "bound": part_bound, "exact": part_exact, "toys": part_toys,
+         "digits": part_digits}[part](args, results)
         results.setdefault("seconds", {})[part] = time.time() - t0
         _save(args, results)
 
