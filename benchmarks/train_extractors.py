@@ -4,8 +4,8 @@
 
 Deterministic: fixed seeds, one thread, ``torch.use_deterministic_algorithms(True)``. Trains on the train split
 only, with random shifts of up to ``max_shift`` pixels (edge-replicated padding) as augmentation, and writes
-``src/dulab/metrics/extractors/weights/<name>.safetensors`` with the architecture and the train/test accuracy in
-the file's metadata, and ``benchmarks/results/extractors.json``.
+``src/dulab/metrics/extractors/weights/<name>.safetensors`` (``sprites_32``: sprites at ``size=32``) with the
+architecture and the train/test accuracy in the file's metadata, and ``benchmarks/results/extractors.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ RECIPES = {
     "digits_color": dict(width=32, feature_dim=128, epochs=60, max_shift=1, batch_size=64, recolour=True),
     "shapes": dict(width=24, feature_dim=128, epochs=12, max_shift=2, batch_size=64),
     "sprites": dict(width=12, feature_dim=64, epochs=8, max_shift=2, batch_size=64),
+    # the variant for sprites rendered at 32x32 (`--data-option size=32`): the 64x64 one scores them only enlarged
+    # 2x, where it classifies 65% of the test split right
+    "sprites_32": dict(dataset="sprites", options={"size": 32}, width=12, feature_dim=64, epochs=12, max_shift=1,
+                       batch_size=64),
 }
 SEED = 0
 
@@ -70,7 +74,8 @@ def train_one(name: str, epochs: int | None = None) -> dict:
     recipe = dict(RECIPES[name])
     if epochs is not None:
         recipe["epochs"] = epochs
-    train, test = dulab.load_dataset(name, split="train"), dulab.load_dataset(name, split="test")
+    dataset, options = recipe.pop("dataset", name), recipe.pop("options", {})
+    train, test = dulab.load_dataset(dataset, "train", **options), dulab.load_dataset(dataset, "test", **options)
     spec = train.spec
     torch.manual_seed(SEED)
     model = SmallClassifier(in_channels=spec.shape[0], size=spec.shape[1], num_levels=spec.num_levels,
@@ -103,7 +108,8 @@ def train_one(name: str, epochs: int | None = None) -> dict:
     model.eval()
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     path = WEIGHTS_DIR / f"{name}.safetensors"
-    info = {"dataset": name, "train_accuracy": train_acc, "test_accuracy": test_acc, "num_train": n,
+    info = {"dataset": dataset, "options": options, "train_accuracy": train_acc, "test_accuracy": test_acc,
+            "num_train": n,
             "num_test": len(test), "seed": SEED, "recipe": recipe, "train_seconds": seconds,
             "num_parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
     # The wall time stays out of the file (the JSON keeps it): a rerun writes the same tensors and metadata values

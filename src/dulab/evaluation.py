@@ -25,12 +25,16 @@ __all__ = ["evaluate", "has_extractor", "run_dataset"]
 
 
 def has_extractor(dataset_name: str | None, spec) -> bool:
-    """Whether a shipped feature extractor fits data ``spec`` of dataset ``dataset_name``."""
+    """Whether a shipped feature extractor fits data ``spec`` of dataset ``dataset_name`` (as they are, or enlarged by
+    an integer factor: ``dulab.metrics.sample_quality.upsampling_factor``)."""
     from dulab.metrics.extractors import EXTRACTORS, extractor_for
+    from dulab.metrics.sample_quality import upsampling_factor
 
     if dataset_name not in EXTRACTORS or not spec.is_image:
         return False
-    return tuple(getattr(extractor_for(dataset_name), "input_shape", spec.shape)) == tuple(spec.shape)
+    extractor = extractor_for(dataset_name, shape=spec.shape)
+    return upsampling_factor(spec.shape, getattr(extractor, "input_shape", spec.shape), spec.num_levels,
+                             getattr(extractor, "num_levels", spec.num_levels)) is not None
 
 
 def run_dataset(run_dir, split: str = "test", *, root: str | None = None):
@@ -134,6 +138,9 @@ def evaluate(model_or_run_dir, data=None, split: str = "test", *, which: str = "
     extractor_ok = feature_weights is not None or has_extractor(data_name, ds.spec)
     if sample_quality is None:
         sample_quality = can_sample and extractor_ok and not any(k in result for k in ("fid", "kid"))
+        if progress and can_sample and not extractor_ok:
+            print(f"no shipped feature extractor fits {data_name or 'these data'} ({ds.spec.describe()}): FID/KID/IS "
+                  f"skipped (pass --feature-weights PATH, a local InceptionV3 FID weights file)", flush=True)
     if sample_quality:
         if not can_sample:
             raise UserError(f"{type(model).__name__} does not sample images: no sample quality to measure")
@@ -158,7 +165,7 @@ def _sample_quality(model, ds, data_name, num_samples, feature_weights, seed, pr
     if n < 10:
         raise UserError(f"sample quality needs at least 10 samples, got {n}")
     extractor = extractor_for(data_name or "", feature_weights=feature_weights,
-                              num_levels=ds.spec.num_levels)
+                              num_levels=ds.spec.num_levels, shape=ds.spec.shape)
     if progress:
         print(f"drawing {n} samples for FID/KID/IS/precision/recall ...", flush=True)
     g = torch.Generator(device=next(iter(model.parameters()), torch.empty(0)).device).manual_seed(seed)

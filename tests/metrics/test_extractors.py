@@ -12,8 +12,10 @@ from dulab.metrics.extractors import EXTRACTORS, FIDInceptionV3, extractor_for, 
 # Floors asserted on the test split: the accuracy measured by benchmarks/train_extractors.py (in the weights'
 # metadata and BENCHMARKS.md) minus a margin of one to two percentage points. Measured: digits 0.986,
 # digits_color 0.967, shapes 1.000, sprites 0.998.
-FLOORS = {"digits": 0.97, "digits_color": 0.95, "shapes": 0.98, "sprites": 0.98}
-FEATURE_DIMS = {"digits": 128, "digits_color": 128, "shapes": 128, "sprites": 64}
+FLOORS = {"digits": 0.97, "digits_color": 0.95, "shapes": 0.98, "sprites": 0.98, "sprites_32": 0.965}
+FEATURE_DIMS = {"digits": 128, "digits_color": 128, "shapes": 128, "sprites": 64, "sprites_32": 64}
+# every shipped file: the default entry of each dataset and its variants at other shapes (sprites_32: 0.980)
+ENTRIES = {e.filename.removesuffix(".safetensors"): e for entry in EXTRACTORS.values() for e in entry.all_entries()}
 
 
 @pytest.fixture(autouse=True)
@@ -26,22 +28,24 @@ def _one_thread():
 
 def test_every_labelled_embedded_image_set_has_an_extractor():
     assert {"digits", "digits_color", "shapes"} <= set(EXTRACTORS)
-    for entry in EXTRACTORS.values():
+    for entry in ENTRIES.values():
         assert entry.path.is_file()
         assert entry.path.stat().st_size < 1_000_000
 
 
-@pytest.mark.parametrize("name", sorted(EXTRACTORS))
+@pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_shipped_extractor_classifies_its_test_split(name):
-    test = dulab.load_dataset(name, split="test")
-    model = extractor_for(name)
+    entry = ENTRIES[name]
+    test = dulab.load_dataset(entry.dataset, split="test", **dict(entry.options))
+    model = extractor_for(entry.dataset, shape=test.spec.shape)
+    assert tuple(model.input_shape) == tuple(test.spec.shape)
     assert not model.training and all(not p.requires_grad for p in model.parameters())
     with torch.no_grad():
         logits = model(test.x)
         feats = model.features(test.x[:16])
     assert logits.shape == (len(test), test.spec.num_classes)
     accuracy = (logits.argmax(1) == test.y).double().mean().item()
-    meta = read_metadata(EXTRACTORS[name].path)
+    meta = read_metadata(entry.path)
     # The metadata records the accuracy of the same weights on the same split: it must agree exactly.
     assert accuracy == pytest.approx(meta["test_accuracy"], abs=1e-9)
     assert accuracy >= FLOORS[name]

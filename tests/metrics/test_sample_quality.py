@@ -231,7 +231,8 @@ def test_sample_quality_keys_and_values():
     ex = _TinyExtractor(9)
     out = sample_quality(ref.x, ref, extractor=ex, batch_size=50)
     assert set(out) == {"fid", "kid", "kid_std", "inception_score", "inception_score_std", "precision", "recall",
-                        "num_samples", "num_reference"}
+                        "num_samples", "num_reference", "upsampling"}
+    assert out["upsampling"] == 1
     assert abs(out["fid"]) < 1e-6 and out["precision"] == out["recall"] == 1.0
     assert out["num_samples"] == out["num_reference"] == 120
     assert ex.calls == 2 * 2 * 3  # features + logits, two sets, 3 batches of 50
@@ -255,6 +256,43 @@ def test_sample_quality_user_errors():
         sample_quality(ref.x.float(), ref, extractor=ex)
     with pytest.raises(UserError, match="differ in width"):
         fid(torch.randn(10, 3), torch.randn(10, 4))
+
+
+class _ShapedExtractor(_TinyExtractor):
+    """``_TinyExtractor`` for 1x6x6 images that rejects any other shape, as the shipped classifiers do."""
+
+    input_shape = (1, 6, 6)
+
+    def features(self, x):
+        assert tuple(x.shape[1:]) == self.input_shape, x.shape
+        return super().features(x)
+
+
+def test_upsampling_factor():
+    from dulab.metrics.sample_quality import upsampling_factor
+
+    assert upsampling_factor((1, 32, 32), (1, 64, 64)) == 2
+    assert upsampling_factor((1, 16, 16), (1, 64, 64), 2, 2) == 4
+    assert upsampling_factor((1, 8, 8), (1, 8, 8)) == 1
+    for shape, levels in (((3, 32, 32), 2), ((1, 24, 24), 2), ((1, 32, 16), 2), ((1, 128, 128), 2),
+                          ((1, 32, 32), 256)):
+        assert upsampling_factor(shape, (1, 64, 64), levels, 2) is None, shape
+
+
+def test_smaller_images_are_enlarged_for_the_extractor():
+    """3x3 images scored by a 6x6 extractor: each pixel a 2x2 block, in samples and reference alike."""
+    ref = _toy_reference()
+    ex = _ShapedExtractor(36)
+    g = torch.Generator().manual_seed(14)
+    fake = (ref.x + torch.randint(0, 2, ref.x.shape, generator=g)).clamp(0, 3)
+    out = sample_quality(fake, ref, extractor=ex)
+    assert out["upsampling"] == 2
+    big = lambda x: x.repeat_interleave(2, -2).repeat_interleave(2, -1)  # noqa: E731
+    assert big(ref.x)[0, 0, :2, :2].unique().numel() == 1
+    assert out["fid"] == pytest.approx(fid(ex.features(big(ref.x)), ex.features(big(fake))), rel=1e-6)
+    assert sample_quality(ref.x, ref, extractor=ex)["fid"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(UserError, match="integer enlargement"):
+        sample_quality(ref.x, ref, extractor=type("E", (_ShapedExtractor,), {"input_shape": (1, 7, 7)})(49))
 
 
 def test_sample_quality_loads_a_named_reference():

@@ -28,7 +28,8 @@ import torch
 
 from dulab.errors import UserError
 
-__all__ = ["frechet_distance", "fid", "kid", "inception_score", "precision_recall", "sample_quality"]
+__all__ = ["frechet_distance", "fid", "kid", "inception_score", "precision_recall", "sample_quality",
+           "upsampling_factor"]
 
 _KID_SEED = 0  # default seed of the KID subsets, so that repeated calls agree
 _CHUNK = 1024  # rows of a distance block in precision/recall: 1024 x 10k float64 = 80 MB
@@ -253,11 +254,45 @@ def precision_recall(features_real, features_fake, *, k: int = 3) -> tuple[float
 
 
 @torch.inference_mode()
+def upsampling_factor(shape, input_shape, num_levels: int | None = None,
+                      extractor_levels: int | None = None) -> int | None:
+    """The integer factor by which images of ``shape`` ``(C, H, W)`` are enlarged (nearest neighbour) to fit an
+    extractor built for ``input_shape``: 1 when they already fit, ``None`` when no factor does (other channels, a
+    non-integer ratio, different level counts, a smaller input).
+
+    A smaller rendering of a dataset (``sprites`` with ``size=32``) is so scored by the extractor trained at its
+    full size: every pixel becomes an ``f x f`` block, in samples and reference alike, so the two sets are compared
+    on equal terms (the numbers are on that scale, not on the full-size one: measure the floor the same way).
+    """
+    shape, input_shape = tuple(shape), tuple(input_shape)
+    if shape == input_shape:
+        return 1
+    if (len(shape) != 3 or len(input_shape) != 3 or shape[0] != input_shape[0]
+            or (num_levels is not None and extractor_levels is not None and num_levels != extractor_levels)):
+        return None
+    (_, h, w), (_, H, W) = shape, input_shape
+    if h <= 0 or w <= 0 or H % h or W % w or H // h != W // w or H // h < 2:
+        return None
+    return H // h
+
+
+def _fit(extractor, x: torch.Tensor) -> torch.Tensor:
+    """``x`` enlarged to the extractor's ``input_shape`` where an integer factor fits (see ``upsampling_factor``)."""
+    input_shape = getattr(extractor, "input_shape", None)
+    if input_shape is None or tuple(x.shape[1:]) == tuple(input_shape):
+        return x
+    f = upsampling_factor(x.shape[1:], input_shape)
+    if f is None:
+        raise UserError(f"the extractor takes images of shape {tuple(input_shape)}, these are {tuple(x.shape[1:])} "
+                        f"(no integer enlargement fits): pass an extractor for this shape")
+    return x.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
+
+
 def _extract(extractor, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(iter(extractor.parameters()), torch.empty(0)).device
     feats, logits = [], []
     for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(device)
+        xb = _fit(extractor, x[start:start + batch_size].to(device))
         if hasattr(extractor, "features_and_logits"):  # one network pass for both (shipped extractors)
             f, lg = extractor.features_and_logits(xb)
         else:
@@ -276,7 +311,9 @@ def sample_quality(samples, reference, *, extractor=None, split: str = "test", g
         samples: ``(N, *spec.shape)`` in the reference data's own representation (int64 levels for discrete images).
         reference: a dataset name (its ``split`` is loaded) or a dulab ``TensorDataset``.
         extractor: a module with ``forward(x) -> logits (B, K)`` and ``features(x) -> (B, F)``; default
-            ``extractor_for(reference name)``.
+            ``extractor_for(reference name)``. An extractor with an ``input_shape`` an integer multiple of the
+            images' height and width gets both sets enlarged by that factor (nearest neighbour,
+            ``upsampling_factor``), e.g. ``sprites`` at ``size=32`` scored by the 64x64 sprites extractor.
         split: which split of a named reference to load.
         generator: source of the KID subsets (default a fixed seed).
         batch_size: examples per extractor call.
@@ -285,7 +322,8 @@ def sample_quality(samples, reference, *, extractor=None, split: str = "test", g
             (subsets as large as a whole set would all be that set, and ``kid_std`` would read 0).
     Returns:
         ``{"fid", "kid", "kid_std", "inception_score", "inception_score_std", "precision", "recall",
-        "num_samples", "num_reference"}``; precision and recall treat the reference as real.
+        "num_samples", "num_reference", "upsampling"}``; precision and recall treat the reference as real;
+        ``upsampling`` is the enlargement factor applied before the extractor (1: none).
     """
     from dulab.data.base import TensorDataset
 
@@ -312,7 +350,7 @@ def sample_quality(samples, reference, *, extractor=None, split: str = "test", g
     if extractor is None:
         from dulab.metrics.extractors import extractor_for
 
-        extractor = extractor_for(ref.name)
+        extractor = extractor_for(ref.name, shape=ref.spec.shape)
     was_training = extractor.training
     extractor.eval()
     try:
@@ -328,4 +366,6 @@ def sample_quality(samples, reference, *, extractor=None, split: str = "test", g
     result = {"fid": fid(f_real, f_fake), "kid": kid_mean, "kid_std": kid_std, "inception_score": is_mean,
               "inception_score_std": is_std, "precision": precision, "recall": recall,
               "num_samples": int(samples.shape[0]), "num_reference": len(ref)}
+    input_shape = getattr(extractor, "input_shape", None)
+    result["upsampling"] = 1 if input_shape is None else upsampling_factor(samples.shape[1:], input_shape)
     return result

@@ -34,19 +34,32 @@ _FORMAT = "dulab.SmallClassifier/1"
 
 @dataclass(frozen=True)
 class ExtractorEntry:
-    """A shipped extractor: the dataset it was trained on (default options) and its weights file."""
+    """A shipped extractor: the dataset it was trained on (its default options unless ``options``), its weights
+    file, and ``variants``: entries of the same dataset rendered at other shapes (``{(C, H, W): entry}``)."""
 
     dataset: str
     filename: str
+    options: tuple = ()  # (name, value) pairs of the dataset options it was trained with
+    variants: tuple = ()  # ((shape, ExtractorEntry), ...)
 
     @property
     def path(self) -> Path:
         return WEIGHTS_DIR / self.filename
 
+    def for_shape(self, shape) -> ExtractorEntry:
+        """The variant trained at ``shape`` ``(C, H, W)`` if one ships, else this entry."""
+        return dict(self.variants).get(tuple(shape) if shape is not None else None, self)
+
+    def all_entries(self) -> list[ExtractorEntry]:
+        """This entry and its variants."""
+        return [self] + [entry for _, entry in self.variants]
+
 
 EXTRACTORS: dict[str, ExtractorEntry] = {
-    name: ExtractorEntry(name, f"{name}.safetensors") for name in ("digits", "digits_color", "shapes", "sprites")
+    name: ExtractorEntry(name, f"{name}.safetensors") for name in ("digits", "digits_color", "shapes")
 }
+EXTRACTORS["sprites"] = ExtractorEntry("sprites", "sprites.safetensors", variants=(
+    ((1, 32, 32), ExtractorEntry("sprites", "sprites_32.safetensors", options=(("size", 32),))),))
 
 
 def save_classifier(model: SmallClassifier, path, **metadata) -> None:
@@ -101,8 +114,8 @@ def load_classifier(path) -> SmallClassifier:
     return model.eval().requires_grad_(False)
 
 
-def extractor_for(dataset_name: str, *, feature_weights: str | None = None, num_levels: int | None = None
-                  ) -> nn.Module:
+def extractor_for(dataset_name: str, *, feature_weights: str | None = None, num_levels: int | None = None,
+                  shape=None) -> nn.Module:
     """The feature network for samples of ``dataset_name``.
 
     Args:
@@ -113,6 +126,9 @@ def extractor_for(dataset_name: str, *, feature_weights: str | None = None, num_
             for any dataset, also one with a shipped extractor.
         num_levels: levels of the integer images fed to InceptionV3 (default 256, 8-bit images); ignored by the
             shipped classifiers, which know theirs.
+        shape: ``(C, H, W)`` of the images to score: the shipped variant trained at that shape where one exists
+            (``sprites`` at ``size=32``), else the dataset's default extractor (``sample_quality`` enlarges
+            smaller images by an integer factor to fit it).
     Returns:
         a module in eval mode on CPU: ``forward(x) -> (B, K)`` logits, ``features(x) -> (B, F)``.
     Raises:
@@ -123,7 +139,7 @@ def extractor_for(dataset_name: str, *, feature_weights: str | None = None, num_
             return load_classifier(feature_weights)
         return load_fid_weights(feature_weights, num_levels=256 if num_levels is None else num_levels)
     if dataset_name in EXTRACTORS:
-        return load_classifier(EXTRACTORS[dataset_name].path)
+        return load_classifier(EXTRACTORS[dataset_name].for_shape(shape).path)
     from dulab.registry import DATASETS
 
     shipped = ", ".join(EXTRACTORS)

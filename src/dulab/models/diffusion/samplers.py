@@ -93,9 +93,14 @@ class Sampler:
         Returns:
             ``(B, *event)``, the model's scale (``[-1, 1]`` for images).
         """
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
         ts = self.schedule.timesteps(num_steps).tolist()
         x = randn(shape, generator, device, dtype) if x_T is None else x_T
-        for i, t in enumerate(ts):
+        # a progress bar for long chains, on a terminal only (disable=None: off when stderr is not a TTY)
+        bar = tqdm(ts, desc=type(self).__name__.removesuffix("Sampler").lower(), unit="step", leave=False,
+                   disable=None if len(ts) >= 100 else True)
+        for i, t in enumerate(bar):
             s = ts[i + 1] if i + 1 < len(ts) else 0
             x0, eps = self.predict(denoiser, x, t)
             x = self.step(x, x0, eps, t, s, generator)
