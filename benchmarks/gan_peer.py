@@ -28,11 +28,16 @@ lr 2e-4, betas (0.5, 0.999); batch 64 of the same random images. (dulab's G star
 biases, bolts' do not.) dulab runs ``dulab.train("dcgan", ...)`` (the engine: Fabric, ``AdversarialTask``, EMA
 off as by default, step logging) with evaluation off.
 
-Each side's *step time* is the marginal cost of a training step in its own full training loop:
-``(T(n2) - T(n1)) / (n2 - n1)`` over two whole training runs of ``n1`` and ``n2`` batches, which cancels the
-fixed start-up (building the model, the trainer, writing the run folder). The two sides alternate ``--repeats``
-times in this one process tree and the medians are compared; the ratio is dulab / peer (below 1: dulab faster).
-Writes ``benchmarks/results/gan_peer.json``.
+Each side's *step time* is measured inside its own full training loop: the worker records the clock at the
+start of every training step (dulab: entry of ``AdversarialTask.training_step``, wrapped; Lightning: a
+``Callback.on_train_batch_start``), so an interval between two starts is one whole iteration of that library's
+loop (batch fetch, D step, G step, logging, bookkeeping). The first ``--warmup`` intervals are dropped and the
+median of the rest is the run's step time; start-up (imports, building, the run folder) is outside it. The two
+sides run in alternating ``A B B A`` blocks (A = dulab, B = peer; each letter one fresh process), which cancels a
+linear drift of the machine's speed within a block; the *paired ratio* of a block is (A1 + A2) / (B1 + B2), and the
+result is the median of the block ratios with their min and max (below 1: dulab faster). ``--append`` adds the
+blocks to those already in the JSON for the same settings (so a long measurement can be split over commands).
+Writes ``benchmarks/results/gan_peer.json`` (width 16) or ``gan_peer_w{width}.json``.
 """
 
 from __future__ import annotations
@@ -57,21 +62,29 @@ def _images(n: int, seed: int = 0):
     return torch.randint(0, 256, (n, CHANNELS, IMAGE, IMAGE), generator=g)  # uint8-like levels
 
 
-def time_dulab(steps: int, batch: int, width: int) -> float:
-    """Seconds of ``dulab.train("dcgan")`` over ``steps`` batches (one epoch), evaluation off."""
+def time_dulab(steps: int, batch: int, width: int) -> list[float]:
+    """Clock at the start of each of ``steps`` training steps of ``dulab.train("dcgan")`` (one epoch, no eval)."""
     import torch
 
     import dulab
     from dulab.data.base import from_array
+    from dulab.training.tasks import AdversarialTask
 
     torch.set_num_threads(1)
     data = from_array(_images(steps * batch), num_levels=256)
+    starts: list[float] = []
+    step_fn = AdversarialTask.training_step
+
+    def timed_step(self, *args, **kwargs):
+        starts.append(time.perf_counter())
+        return step_fn(self, *args, **kwargs)
+
+    AdversarialTask.training_step = timed_step
     with tempfile.TemporaryDirectory() as out:
-        t0 = time.perf_counter()
         dulab.train("dcgan", data=data, epochs=1, batch_size=batch, seed=0, out_dir=Path(out) / "run",
                     overwrite=True, progress=False, verbose=False, sample_fn=None, latent_dim=LATENT,
                     base_channels=width, lr=2e-4, betas=(0.5, 0.999))
-        return time.perf_counter() - t0
+    return starts
 
 
 def _stub_torchvision() -> None:
@@ -113,8 +126,8 @@ def _stub_torchvision() -> None:
     sys.meta_path.insert(0, Finder())
 
 
-def time_peer(steps: int, batch: int, width: int) -> float:
-    """Seconds of ``Trainer.fit`` of bolts' ``DCGAN`` over ``steps`` batches (one epoch); runs in the peer venv."""
+def time_peer(steps: int, batch: int, width: int) -> list[float]:
+    """Clock at the start of each of ``steps`` batches of ``Trainer.fit`` of bolts' ``DCGAN``; runs in the peer venv."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -126,16 +139,22 @@ def time_peer(steps: int, batch: int, width: int) -> float:
     import pytorch_lightning as pl
     from pl_bolts.models.gans import DCGAN
 
+    starts: list[float] = []
+
+    class Clock(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            starts.append(time.perf_counter())
+
     pl.seed_everything(0, workers=False)
     x = _images(steps * batch).float() / 127.5 - 1.0  # the same levels mapped to [-1, 1], as dulab does
     loader = DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=batch, shuffle=True)
     with tempfile.TemporaryDirectory() as out:
-        t0 = time.perf_counter()
         model = DCGAN(feature_maps_gen=width, feature_maps_disc=width, image_channels=CHANNELS, latent_dim=LATENT)
         trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=out)
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=out,
+                             callbacks=[Clock()])
         trainer.fit(model, loader)
-        return time.perf_counter() - t0
+    return starts
 
 
 def _versions(python: str) -> dict:
@@ -146,43 +165,68 @@ def _versions(python: str) -> dict:
     return {"torch": torch_v, "pytorch_lightning": pl_v, "lightning_bolts": bolts_v}
 
 
+def _run(python: str, side: str, args) -> float:
+    """One fresh worker process: the median step interval after the warm-up."""
+    cmd = [python, __file__, "--worker", side, "--n", str(args.steps), "--batch-size", str(args.batch_size),
+           "--width", str(args.width)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{side} worker failed:\n{res.stderr[-3000:]}")
+    starts = json.loads(res.stdout.strip().splitlines()[-1])["starts"]
+    if len(starts) != args.steps:
+        raise SystemExit(f"{side}: {len(starts)} step starts recorded, expected {args.steps}")
+    intervals = [b - a for a, b in zip(starts, starts[1:])][args.warmup:]
+    return statistics.median(intervals)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--peer-python", default="/tmp/peervenv/bin/python")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=int, default=16, help="feature maps (DCGAN: 64)")
-    parser.add_argument("--steps", default="4,16", help="n1,n2: batches of the two runs per measurement")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12, help="training steps of each timed run")
+    parser.add_argument("--warmup", type=int, default=2, help="first step intervals of a run left out")
+    parser.add_argument("--blocks", type=int, default=3, help="ABBA blocks (4 runs each)")
+    parser.add_argument("--append", action="store_true", help="add to the blocks already in the JSON")
     parser.add_argument("--worker", choices=["dulab", "peer"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one timed training run in a fresh process
         fn = time_dulab if args.worker == "dulab" else time_peer
-        print(json.dumps({"seconds": fn(args.n, args.batch_size, args.width)}))
+        print(json.dumps({"starts": fn(args.n, args.batch_size, args.width)}))
         return
-    n1, n2 = (int(s) for s in args.steps.split(","))
+    if args.steps < args.warmup + 3:
+        parser.error("--steps must leave at least 2 intervals after --warmup")
+    name = "gan_peer.json" if args.width == 16 else f"gan_peer_w{args.width}.json"
+    out = ROOT / "benchmarks" / "results" / name
+    settings = {"image": [CHANNELS, IMAGE, IMAGE], "batch_size": args.batch_size, "width": args.width,
+                "latent_dim": LATENT, "steps_per_run": args.steps, "warmup": args.warmup, "threads": 1}
+    blocks: list[dict] = []
+    if args.append and out.exists():
+        old = json.loads(out.read_text())
+        if all(old.get(k) == v for k, v in settings.items()):
+            blocks = old.get("blocks", [])
+        else:
+            print("settings differ from the saved JSON: starting afresh", flush=True)
     pythons = {"dulab": sys.executable, "peer": args.peer_python}
-    per_step: dict[str, list[float]] = {"dulab": [], "peer": []}
-    for r in range(args.repeats):
-        for side, python in pythons.items():
-            t = {}
-            for n in (n1, n2):
-                cmd = [python, __file__, "--worker", side, "--n", str(n), "--batch-size", str(args.batch_size),
-                       "--width", str(args.width)]
-                res = subprocess.run(cmd, capture_output=True, text=True)
-                if res.returncode != 0:
-                    raise SystemExit(f"{side} worker failed:\n{res.stderr[-3000:]}")
-                t[n] = json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
-            per_step[side].append((t[n2] - t[n1]) / (n2 - n1))
-            print(f"repeat {r}: {side:5s} {per_step[side][-1]:.4f} s/step  (runs of {n1}: {t[n1]:.2f} s,"
-                  f" {n2}: {t[n2]:.2f} s)", flush=True)
-    med = {k: statistics.median(v) for k, v in per_step.items()}
-    result = {"image": [CHANNELS, IMAGE, IMAGE], "batch_size": args.batch_size, "width": args.width,
-              "latent_dim": LATENT, "steps": [n1, n2], "per_step_s": per_step, "median_s": med,
-              "ratio_dulab_over_peer": med["dulab"] / med["peer"], "peer": _versions(args.peer_python),
-              "threads": 1}
-    print(json.dumps(result, indent=1))
-    out = ROOT / "benchmarks" / "results" / "gan_peer.json"
+    for _ in range(args.blocks):
+        k = len(blocks)
+        times = {"dulab": [], "peer": []}
+        for side in ("dulab", "peer", "peer", "dulab"):  # A B B A
+            times[side].append(_run(pythons[side], side, args))
+        ratio = sum(times["dulab"]) / sum(times["peer"])
+        blocks.append({"dulab_s": times["dulab"], "peer_s": times["peer"], "ratio": ratio})
+        print(f"block {k}: dulab {times['dulab'][0]:.4f} {times['dulab'][1]:.4f}  peer {times['peer'][0]:.4f}"
+              f" {times['peer'][1]:.4f} s/step  ratio {ratio:.3f}", flush=True)
+    ratios = [b["ratio"] for b in blocks]
+    dulab_all = [t for b in blocks for t in b["dulab_s"]]
+    peer_all = [t for b in blocks for t in b["peer_s"]]
+    result = {**settings, "blocks": blocks,
+              "median_step_s": {"dulab": statistics.median(dulab_all), "peer": statistics.median(peer_all)},
+              "ratio_dulab_over_peer": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                                        "blocks": len(ratios)},
+              "peer": _versions(args.peer_python)}
+    print(json.dumps({k: v for k, v in result.items() if k != "blocks"}, indent=1))
     out.write_text(json.dumps(result, indent=1) + "\n")
 
 
