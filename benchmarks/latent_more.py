@@ -161,7 +161,7 @@ def bpd(args) -> None:
     rows = []
     names = args.models.split(",") if args.models else list(BPD_MODELS)
     for name in names:
-        hp = {**BPD_MODELS[name]}
+        hp = {**BPD_MODELS[name], **_parse_set(args.set)}
         if args.lr:
             hp.update(lr=args.lr)
         if data == "sprites":
@@ -181,7 +181,7 @@ def bpd(args) -> None:
         k = args.num_samples
         res = _iwae_eval(model, x, k, args.seed, args.batch_size)
         epochs = hp.get("epochs") or type(model).train_defaults.get("epochs")
-        res.update(model=name, data=data, epochs=epochs, train_s=train_s, eval_s=time.time() - t0, K=k,
+        res.update(model=name, hp=hp, data=data, epochs=epochs, train_s=train_s, eval_s=time.time() - t0, K=k,
                    num_test=len(x), params=sum(p.numel() for p in model.parameters()))
         rows.append(res)
         print(res, flush=True)
@@ -191,7 +191,19 @@ def bpd(args) -> None:
     for r in rows:
         print(f"| `{r['model']}` | {r['elbo_bpd']:.4f} | {r['iwae_bpd']:.4f} ({r['K']}) | {r['kl']:.2f} | "
               f"{r['active_units']} / {r['num_latents']} | {r['params']:,} | {r['train_s']:.0f} | {r['eval_s']:.0f} |")
-    _save(f"bpd_{data}" + (f"_{args.models.replace(',', '_')}" if args.models else ""), rows)
+    _save(f"bpd_{data}" + (f"_{args.models.replace(',', '_')}" if args.models else "") + args.tag, rows)
+
+
+def _parse_set(items) -> dict:
+    """``--set key=value`` pairs (values parsed as JSON where they parse, else kept as strings)."""
+    out = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def main(argv=None) -> None:
@@ -208,6 +220,9 @@ def main(argv=None) -> None:
     p.add_argument("--num-sprites", type=int, default=6000)
     p.add_argument("--betas", default="1,4,8")
     p.add_argument("--pictures", action="store_true", help="bpd: also save pictures of each model")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="bpd, mig: extra hyperparameters of every model trained (e.g. kl_warmup_steps=300)")
+    p.add_argument("--tag", default="", help="bpd, mig: suffix of the results json name")
     p.add_argument("--run-dir", default="", help="mig: keep the runs under this folder (resumable across calls)")
     args = p.parse_args(argv)
     if args.section == "gauss2d" and not args.epochs:

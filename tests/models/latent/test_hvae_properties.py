@@ -63,7 +63,7 @@ def test_hierarchical_kl_terms_match_torch_distributions():
     recon, kl1, kl2 = model._terms(x, generator=torch.Generator().manual_seed(4))
     # replay the same reparameterised z2 (the first draw of the generator)
     h = model.features(x)
-    mean2, log_var2 = model.top_posterior(h).chunk(2, dim=1)
+    mean2, log_var2 = model.posterior2(h)
     g = torch.Generator().manual_seed(4)
     z2 = mean2 + torch.exp(0.5 * log_var2) * torch.randn(mean2.shape, generator=g, dtype=torch.float64)
     mean1, log_var1, p_mean, p_log_var = model.posterior1(h, z2)
@@ -208,3 +208,39 @@ def test_kl_warmup_weights_the_kl_linearly_and_counts_training_steps_only():
     with torch.no_grad():
         model.loss(x)
     assert int(model.num_updates) == 6
+
+
+# ---------------------------------------------------------------------------------------- stability
+def test_bounded_gaussians_keep_loss_and_gradients_finite_under_extreme_outputs():
+    # the state that diverged at lr 2e-3 on sprites (BENCHMARKS 17): raw log-variances of q(z2|x) and of the
+    # residual posterior far past exp's float32 range; unbounded, the KL was inf at once
+    torch.manual_seed(0)
+    model = dulab.build_model("hierarchical_vae", SPECS["binary_img"], **TINY["hierarchical_vae"]).train()
+    Z1, Z2 = TINY["hierarchical_vae"]["latent_dim"], TINY["hierarchical_vae"]["top_latent_dim"]
+    with torch.no_grad():
+        model.top_posterior.bias[:Z2] = 300.0  # means
+        model.top_posterior.bias[Z2:] = 200.0  # log-variances: exp(200) = inf in float32
+        model.residual_net[-1].bias[Z1:] = 150.0
+        model.prior_net[-1].bias[:Z1] = -300.0
+    x = _x(model.spec, n=4)
+    out = model.loss(x)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    h = model.features(x)
+    mean2, log_var2 = model.posterior2(h)
+    assert mean2.abs().max() <= 5.0 and log_var2.abs().max() <= 10.0
+    mean1, log_var1, p_mean, p_log_var = model.posterior1(h, mean2)
+    assert max(t.abs().max() for t in (mean1, p_mean)) <= 5.0
+    assert max(t.abs().max() for t in (log_var1, p_log_var)) <= 10.0
+    with torch.no_grad():
+        assert torch.isfinite(model.log_prob(x, num_samples=8)).all()
+
+
+def test_soft_clamp_is_the_identity_near_zero_and_bounded():
+    from dulab.models.latent.hierarchical_vae import soft_clamp
+
+    x = torch.tensor([-1e6, -3.0, -0.01, 0.0, 0.01, 3.0, 1e6], dtype=torch.float64)
+    y = soft_clamp(x, 5.0)
+    assert y.abs().max() <= 5.0 and torch.all(y[1:] >= y[:-1])
+    torch.testing.assert_close(y[2:5], x[2:5], rtol=1e-5, atol=0)

@@ -202,7 +202,7 @@ def test_auto_choices_follow_the_data():
     with pytest.raises(UserError, match="does not fit"):
         dulab.build_model("vae", SPECS["continuous"], decoder="bernoulli")
     assert _build("vae", "levels_img", decoder="categorical").observation.params_per_dim == 5
-    with pytest.raises(UserError, match="beta and free_bits"):
+    with pytest.raises(UserError, match="beta, free_bits"):
         dulab.build_model("iwae", SPECS["continuous"], beta=4.0)
 
 
@@ -333,3 +333,49 @@ def test_train_and_evaluate_vae_and_autoencoder(tmp_path):
                       hidden_sizes=(32,), hidden_channels=4)
     out = dulab.evaluate(run.dir)
     assert "linear_probe" in out and "recon" in out and "bpd" not in out and "nll" not in out
+
+
+# ---------------------------------------------------------------------------------------- KL warm-up
+@pytest.mark.parametrize("name", ["vae", "pixel_vae"])
+def test_vae_kl_warmup_weights_the_kl_linearly_and_counts_training_steps_only(name):
+    spec = DataSpec((1, 4, 4), "discrete", 5)
+    hp = {"pixel_vae": dict(num_filters=8, num_layers=1, first_kernel_size=3)}.get(name, {})
+    torch.manual_seed(0)
+    model = dulab.build_model(name, spec, latent_dim=2, hidden_sizes=(16,), kl_warmup_steps=4, beta=2.0, **hp)
+    x = torch.randint(0, 5, (6, *spec.shape), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    out = model.loss(x)  # evaluation: the full beta, no step counted
+    torch.testing.assert_close(out["loss"], (2.0 * out["kl"] + out["recon"]) / spec.num_dims)
+    assert int(model.num_updates) == 0
+    model.train()
+    weights = []
+    for step in range(6):
+        torch.manual_seed(step)
+        out = model.loss(x)
+        weights.append(float((out["loss"] * spec.num_dims - out["recon"]).detach() / out["kl"]))
+    torch.testing.assert_close(torch.tensor(weights), torch.tensor([0.5, 1.0, 1.5, 2.0, 2.0, 2.0]))
+    assert int(model.num_updates) == 6 and "num_updates" in model.state_dict()
+    with torch.no_grad():
+        model.loss(x)
+    assert int(model.num_updates) == 6
+
+
+def test_vae_without_warmup_uses_beta_from_the_first_step_and_iwae_rejects_warmup():
+    spec = DataSpec((1, 4, 4), "discrete", 5)
+    model = dulab.build_model("vae", spec, latent_dim=2, hidden_sizes=(16,), kl_warmup_steps=0, beta=3.0).train()
+    x = torch.randint(0, 5, (6, *spec.shape), generator=torch.Generator().manual_seed(0))
+    out = model.loss(x)
+    torch.testing.assert_close(out["loss"], (3.0 * out["kl"] + out["recon"]) / spec.num_dims)
+    assert dulab.build_model("iwae", spec, latent_dim=2, hidden_sizes=(16,)).config.kl_warmup_steps == 0
+    with pytest.raises(UserError, match="kl_warmup_steps"):
+        dulab.build_model("iwae", spec, latent_dim=2, kl_warmup_steps=10)
+
+
+def test_weights_saved_before_the_warmup_existed_still_load():
+    # old vae checkpoints have no num_updates: they load, with the warm-up counted as over (they trained without)
+    spec = DataSpec((1, 4, 4), "discrete", 5)
+    model = dulab.build_model("vae", spec, latent_dim=2, hidden_sizes=(16,), kl_warmup_steps=7)
+    state = {k: v for k, v in model.state_dict().items() if k != "num_updates"}
+    fresh = dulab.build_model("vae", spec, latent_dim=2, hidden_sizes=(16,), kl_warmup_steps=7)
+    fresh.load_state_dict(state)
+    assert int(fresh.num_updates) == 7 and fresh.kl_weight() == 1.0

@@ -11,13 +11,22 @@ zero. The ELBO has two analytic KL terms, ``KL(q(z2|x) || p(z2))`` and ``E_q(z2|
 (the outer expectation by the same reparameterised sample of ``z2``). ``log_prob(x, num_samples=K)`` is the
 importance-sampled estimate with ``q(z1, z2 | x)`` as proposal, in chunks so that K = 1000 fits in memory.
 
-KL warm-up (NVAE section 3.2): the KL weight rises linearly from ``1 / kl_warmup_steps`` to ``beta`` over the
+KL warm-up (NVAE section 3.2): the KL weight rises linearly from ``beta / kl_warmup_steps`` to ``beta`` over the
 first ``kl_warmup_steps`` optimiser steps. Without it the top-down posterior, which starts almost equal to the
 prior, collapses within the first 50 steps on ``digits_binary`` (KL 0.006 nats and falling; test KL 0.0001 and 0
 of 24 active units after the 40 default epochs), where warm-up over 300 steps reaches a KL of 4 nats and a
 training negative ELBO of 19.6 nats by step 400 (25.4 without). The step counter is a buffer
 (``num_updates``, saved with the weights) advanced by
 each ``loss`` call in training mode with gradients on, so resumed runs continue the schedule exactly.
+
+Bounded parameters (NVAE's official code, ``distributions.py``: ``Normal`` soft-clamps ``mu`` and ``log_sigma`` by
+``5 tanh(x / 5)``): the mean of every Gaussian here (q(z2|x), p(z1|z2), q(z1|x,z2)) is soft-clamped to (-5, 5) and
+its log-variance to (-10, 10) (log-sigma to (-5, 5)), by ``b tanh(x / b)``. Without the bounds the default lr 2e-3
+diverged on ``sprites`` 32x32 within four Adam steps: the encoder features grew tenfold in one step, q(z2|x)'s
+log-variance jumped from 2 to 14 (a standard deviation of 1100), the sampled z2 fed the residual network, whose
+log-variance then reached ~80 and ``exp`` gave a KL of 1e35 and then inf (``NonFiniteLossError``; BENCHMARKS.md
+section 17). The KL warm-up makes this easier to reach, since a near-zero KL weight does not hold the variance
+back. With the bounds no ``exp`` in the bounds sees more than 20, so every term stays finite in float32.
 
 Simplifications against NVAE: two vector-valued latent layers instead of many spatial groups, no spectral
 regularisation, no squeeze-and-excitation cells, no normalizing flows in the posterior.
@@ -63,7 +72,8 @@ class HierarchicalVAEConfig(VAEConfig):
         top_latent_dim: size of the top layer z2.
         prior_hidden: width of the hidden layer of the prior network ``p(z1 | z2)`` and of the residual
             posterior network ``(h(x), z2) -> (dmu, dlog_sigma)``.
-        kl_warmup_steps: training steps over which the KL weight rises linearly to ``beta`` (0: off).
+        kl_warmup_steps: training steps over which the KL weight rises linearly to ``beta`` (0: off; the
+            option of ``VAEConfig``, with another default here).
     """
 
     top_latent_dim: int = 8
@@ -73,7 +83,21 @@ class HierarchicalVAEConfig(VAEConfig):
     def __post_init__(self):
         super().__post_init__()
         require_at_least(self, 1, "top_latent_dim", "prior_hidden")
-        require_at_least(self, 0, "kl_warmup_steps")
+
+
+#: soft bounds of the means and log-variances of every Gaussian of the model (NVAE's ``soft_clamp5``)
+MEAN_BOUND, LOG_VAR_BOUND = 5.0, 10.0
+
+
+def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """``bound * tanh(x / bound)``: the identity near 0 (slope 1), smoothly bounded to ``(-bound, bound)``."""
+    return bound * torch.tanh(x / bound)
+
+
+def _gaussian_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, 2Z)`` network output -> ``(mean, log_var)``, each soft-clamped (see ``MEAN_BOUND``)."""
+    mean, log_var = raw.chunk(2, dim=1)
+    return soft_clamp(mean, MEAN_BOUND), soft_clamp(log_var, LOG_VAR_BOUND)
 
 
 def _two_layer(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -104,7 +128,7 @@ class HierarchicalVAE(VAE):
         self.residual_net = _two_layer(features + Z2, c.prior_hidden, 2 * Z1)  # (h, z2) -> (dmu, dlog_var)
         self.decoder = Decoder(spec, Z1 + Z2, self.observation.params_per_dim, self.architecture,
                                c.hidden_sizes, c.hidden_channels)
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self._init_warmup()
 
     # ------------------------------------------------------------------ distributions
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,14 +136,18 @@ class HierarchicalVAE(VAE):
         self.check_input(x)
         return self.encoder(input_features(x, self.spec, self._param_dtype()))
 
+    def posterior2(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z2|x) from the features ``h (N, F)``: ``(mean (N, Z2), log_var (N, Z2))``, soft-clamped."""
+        return _gaussian_params(self.top_posterior(h))
+
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters of the top layer's posterior q(z2|x): ``(mean (B, Z2), log_var (B, Z2))``."""
-        return self.top_posterior(self.features(x)).chunk(2, dim=1)
+        return self.posterior2(self.features(x))
 
     def prior1(self, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``p(z1 | z2)``: ``(N, Z2) -> (mean (N, Z1), log_var (N, Z1))``; log-variances bounded to [-10, 10]."""
-        mean, raw = self.prior_net(z2).chunk(2, dim=1)
-        return mean, 10.0 * torch.tanh(raw / 10.0)
+        """``p(z1 | z2)``: ``(N, Z2) -> (mean (N, Z1), log_var (N, Z1))``; means soft-clamped to (-5, 5),
+        log-variances to (-10, 10)."""
+        return _gaussian_params(self.prior_net(z2))
 
     def posterior1(self, h: torch.Tensor, z2: torch.Tensor, prior=None):
         """The residual normal ``q(z1 | x, z2)`` relative to ``p(z1 | z2)`` (NVAE eq. 2).
@@ -128,16 +156,17 @@ class HierarchicalVAE(VAE):
             h: ``(N, F)`` encoder features; z2: ``(N, Z2)``; prior: ``prior1(z2)`` if already computed.
         Returns:
             ``(mean, log_var, prior_mean, prior_log_var)``, each ``(N, Z1)``: ``mean = mu_p + dmu``,
-            ``log_var = log_var_p + dlog_var``.
+            ``log_var = log_var_p + dlog_var``, both sums soft-clamped as in NVAE (``Normal(mu_p + dmu, ...)``).
         """
         prior_mean, prior_log_var = self.prior1(z2) if prior is None else prior
         d_mean, d_log_var = self.residual_net(torch.cat([h, z2], 1)).chunk(2, dim=1)
-        return prior_mean + d_mean, prior_log_var + d_log_var, prior_mean, prior_log_var
+        return (soft_clamp(prior_mean + d_mean, MEAN_BOUND), soft_clamp(prior_log_var + d_log_var, LOG_VAR_BOUND),
+                prior_mean, prior_log_var)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, *event) -> (B, Z1 + Z2)``: ``E_q[z1 | x, z2 = E_q[z2|x]]`` then ``E_q[z2 | x]``."""
         h = self.features(x)
-        mean2 = self.top_posterior(h).chunk(2, dim=1)[0]
+        mean2 = self.posterior2(h)[0]
         return torch.cat([self.posterior1(h, mean2)[0], mean2], 1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -149,7 +178,7 @@ class HierarchicalVAE(VAE):
         """One reparameterised sample of (z2, z1): reconstruction ``(B,)`` and the per-dimension KL terms
         ``kl1 (B, Z1)`` (given the sampled z2) and ``kl2 (B, Z2)``."""
         h = self.features(x)
-        mean2, log_var2 = self.top_posterior(h).chunk(2, dim=1)
+        mean2, log_var2 = self.posterior2(h)
         z2 = mean2 + torch.exp(0.5 * log_var2) * self._randn(mean2.shape, generator, mean2)
         mean1, log_var1, p_mean, p_log_var = self.posterior1(h, z2)
         z1 = mean1 + torch.exp(0.5 * log_var1) * self._randn(mean1.shape, generator, mean1)
@@ -171,7 +200,7 @@ class HierarchicalVAE(VAE):
         if num_samples < 1:
             raise UserError(f"num_samples must be >= 1, got {num_samples}")
         h = self.features(x)
-        mean2, log_var2 = self.top_posterior(h).chunk(2, dim=1)
+        mean2, log_var2 = self.posterior2(h)
         B, Z2 = mean2.shape
         std2 = torch.exp(0.5 * log_var2)
         rows = max_rows or max(B, _ROW_BUDGET // max(1, self.spec.num_dims * self.observation.params_per_dim))
@@ -190,13 +219,6 @@ class HierarchicalVAE(VAE):
             out.append((log_px + log_prior - log_q).view(k, B))
         return torch.cat(out, 0)
 
-    def kl_weight(self) -> float:
-        """The KL weight of the next training step: ``beta * min(1, (num_updates + 1) / kl_warmup_steps)``."""
-        c = self.config
-        if c.kl_warmup_steps == 0:
-            return c.beta
-        return c.beta * min(1.0, (int(self.num_updates) + 1) / c.kl_warmup_steps)
-
     def loss(self, x: torch.Tensor, context=None) -> dict:
         """Negative ELBO per dimension (``beta`` on both KL terms, ``free_bits`` per dimension of each layer;
         in training mode the KL weight follows the warm-up, ``kl_weight()``).
@@ -213,11 +235,7 @@ class HierarchicalVAE(VAE):
         else:
             kl_term = kl1_sum + kl2_sum
         nll = kl1_sum + kl2_sum - recon.mean()
-        weight = c.beta
-        if self.training and torch.is_grad_enabled():
-            weight = self.kl_weight()
-            self.num_updates += 1
-        loss = (weight * kl_term - recon.mean()) / self.spec.num_dims
+        loss = (self._training_kl_weight() * kl_term - recon.mean()) / self.spec.num_dims
         return {"loss": loss, "nll": nll, "recon": -recon.mean(), "kl": kl1_sum + kl2_sum, "kl_z1": kl1_sum,
                 "kl_z2": kl2_sum}
 
@@ -232,7 +250,7 @@ class HierarchicalVAE(VAE):
         Z1 = self.config.latent_dim
         for chunk in x.split(batch_size):
             h = self.features(chunk)
-            mean2, log_var2 = self.top_posterior(h).chunk(2, dim=1)
+            mean2, log_var2 = self.posterior2(h)
             mean1, log_var1, p_mean, p_log_var = self.posterior1(h, mean2)
             means.append(torch.cat([mean1, mean2], 1).double())
             kls.append(torch.cat([gaussian_kl(mean1, log_var1, p_mean, p_log_var),

@@ -61,6 +61,9 @@ class PixelVAEConfig:
         kernel_size: odd size of the type-B convolutions.
         beta: weight of the KL term (1: the ELBO).
         free_bits: nats per latent dimension below which the batch-mean KL is not penalised (0: off).
+        kl_warmup_steps: training steps over which the KL weight rises linearly to ``beta`` (0: off; as for
+            ``VAEConfig``). Off by default: the collapse with a PixelCNN decoder is this model's point (section 14
+            of BENCHMARKS.md), and free bits are its measured remedy.
     """
 
     latent_dim: int = 16
@@ -74,10 +77,12 @@ class PixelVAEConfig:
     kernel_size: int = 3
     beta: float = 1.0
     free_bits: float = 0.0
+    kl_warmup_steps: int = 0
 
     def __post_init__(self):
         check_choices(self)
         require_widths(self, "hidden_sizes")
+        require_at_least(self, 0, "kl_warmup_steps")
         require_at_least(self, 1, "latent_dim", "hidden_channels", "conditioning_channels", "num_filters")
         require_at_least(self, 0, "num_layers")
         require_odd(self, 1, "first_kernel_size", "kernel_size")
@@ -112,6 +117,7 @@ class PixelVAE(VAE):
         self.blocks = nn.ModuleList(MaskedResidualBlock(F, c.kernel_size, C, 0.0) for _ in range(c.num_layers))
         self.projections = nn.ModuleList(nn.Conv2d(M, F, 1) for _ in range(c.num_layers + 1))
         self.head = CategoricalHead(F, F, C, K, C)
+        self._init_warmup()
 
     # ------------------------------------------------------------------ decoder
     def conditioning(self, z: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,12 @@
 A VAE pairs a decoder ``p(x|z)`` with a standard-normal prior ``p(z)`` and an encoder ``q(z|x) = N(mu(x),
 diag(sigma^2(x)))``, and is trained on the evidence lower bound ``E_q[log p(x|z)] - KL(q || p)`` with the
 reparameterisation ``z = mu + sigma * eps`` and the KL in closed form. ``beta`` weights the KL (beta-VAE);
-``free_bits`` floors each latent dimension's batch-mean KL. The IWAE trains the same networks on the K-sample
-importance-weighted bound, which is tighter. For both, ``log_prob(x, num_samples=K)`` is the importance-sampled
+``free_bits`` floors each latent dimension's batch-mean KL; ``kl_warmup_steps`` ramps the KL weight linearly from
+``beta / kl_warmup_steps`` to ``beta`` over the first optimiser steps (deterministic warm-up, Bowman et al. 2016,
+Sonderby et al. 2016), so that the decoder learns to use z before the KL can pull q(z|x) onto the prior. The
+step counter is a buffer (``num_updates``, saved with the weights) advanced by each ``loss`` call in training
+mode with gradients on, so a resumed run continues the schedule exactly. The IWAE trains the same networks on the
+K-sample importance-weighted bound, which is tighter. For both, ``log_prob(x, num_samples=K)`` is the importance-sampled
 estimate ``log (1/K) sum_k p(x, z_k) / q(z_k|x)`` of log p(x): a stochastic lower bound in expectation that rises
 to log p(x) as K grows. For discrete data the decoder is a normalised pmf, so bits/dim compare directly with
 autoregressive models.
@@ -15,6 +19,10 @@ References:
     Higgins et al. "beta-VAE: Learning Basic Visual Concepts with a Constrained Variational Framework", ICLR 2017.
     Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling. "Improved Variational Inference with Inverse
     Autoregressive Flow", NeurIPS 2016, arXiv:1606.04934 (free bits, appendix C.8).
+    Bowman, Vilnis, Vinyals, Dai, Jozefowicz, Bengio. "Generating Sentences from a Continuous Space", CoNLL 2016,
+    arXiv:1511.06349 (KL annealing).
+    Sonderby, Raiko, Maaloe, Sonderby, Winther. "Ladder Variational Autoencoders", NeurIPS 2016, arXiv:1602.02282
+    (warm-up).
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ __all__ = ["VAE", "VAEConfig", "IWAE", "IWAEConfig"]
 
 #: rows (samples x examples) per decoder pass in ``log_prob``, scaled by the data size, so K = 1000 fits in memory
 _ROW_BUDGET = 2**21
+#: default ``kl_warmup_steps`` of ``vae`` (see ``VAEConfig``)
+KL_WARMUP_STEPS = 0
 
 
 @dataclass
@@ -62,6 +72,7 @@ class VAEConfig:
         decoder_std: Gaussian decoder: the fixed standard deviation when ``learned_std`` is off.
         beta: weight of the KL term in the training loss (beta-VAE; 1 is the ELBO).
         free_bits: nats per latent dimension below which the batch-mean KL is not penalised (0: off).
+        kl_warmup_steps: training steps over which the KL weight rises linearly to ``beta`` (0: off).
     """
 
     latent_dim: int = 16
@@ -73,11 +84,13 @@ class VAEConfig:
     decoder_std: float = 1.0
     beta: float = 1.0
     free_bits: float = 0.0
+    kl_warmup_steps: int = KL_WARMUP_STEPS
 
     def __post_init__(self):
         check_choices(self)
         require_widths(self, "hidden_sizes")
         require_at_least(self, 1, "latent_dim", "hidden_channels")
+        require_at_least(self, 0, "kl_warmup_steps")
         if self.beta < 0 or self.free_bits < 0 or self.decoder_std <= 0:
             raise UserError(f"need beta >= 0, free_bits >= 0 and decoder_std > 0; got beta={self.beta}, "
                             f"free_bits={self.free_bits}, decoder_std={self.decoder_std}")
@@ -102,6 +115,36 @@ class VAE(DensityModel):
         self.encoder = Encoder(spec, 2 * c.latent_dim, self.architecture, c.hidden_sizes, c.hidden_channels)
         self.decoder = Decoder(spec, c.latent_dim, self.observation.params_per_dim, self.architecture,
                                c.hidden_sizes, c.hidden_channels)
+        self._init_warmup()
+
+    # ------------------------------------------------------------------ KL warm-up
+    def _init_warmup(self) -> None:
+        """Register the training-step counter ``num_updates`` of the KL warm-up (every subclass calls this)."""
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved before the warm-up existed have no step counter: those runs trained with the full KL
+        # weight, so they continue with the warm-up over
+        key = prefix + "num_updates"
+        if key not in state_dict:
+            state_dict[key] = torch.tensor(int(getattr(self.config, "kl_warmup_steps", 0)), dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def kl_weight(self) -> float:
+        """The KL weight of the next training step: ``beta * min(1, (num_updates + 1) / kl_warmup_steps)``."""
+        c = self.config
+        steps = getattr(c, "kl_warmup_steps", 0)
+        if steps == 0:
+            return c.beta
+        return c.beta * min(1.0, (int(self.num_updates) + 1) / steps)
+
+    def _training_kl_weight(self) -> float:
+        """``kl_weight()`` and one step counted in training mode with gradients on; ``beta`` otherwise."""
+        if self.training and torch.is_grad_enabled():
+            weight = self.kl_weight()
+            self.num_updates += 1
+            return weight
+        return self.config.beta
 
     # ------------------------------------------------------------------ networks
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +236,8 @@ class VAE(DensityModel):
         return self.iwae_bound(x, num_samples, generator=generator, max_rows=max_rows)
 
     def loss(self, x: torch.Tensor, context=None) -> dict:
-        """Negative ELBO per dimension (with ``beta`` and ``free_bits`` applied) as ``"loss"``.
+        """Negative ELBO per dimension (with ``beta`` and ``free_bits`` applied; in training mode the KL weight
+        follows the warm-up, ``kl_weight()``) as ``"loss"``.
 
         Returns:
             ``"loss"``; ``"nll"``: the negative ELBO (beta = 1, no free bits) in nats per example, batch mean;
@@ -205,7 +249,7 @@ class VAE(DensityModel):
         kl_sum = kl.sum(1).mean()
         kl_term = free_bits_kl(kl, c.free_bits) if c.free_bits > 0 else kl_sum
         nll = kl_sum - recon.mean()
-        loss = (c.beta * kl_term - recon.mean()) / self.spec.num_dims
+        loss = (self._training_kl_weight() * kl_term - recon.mean()) / self.spec.num_dims
         return {"loss": loss, "nll": nll, "recon": -recon.mean(), "kl": kl_sum}
 
     @torch.no_grad()
@@ -294,8 +338,8 @@ class VAE(DensityModel):
 
 @dataclass
 class IWAEConfig(VAEConfig):
-    """Hyperparameters of ``IWAE``: those of ``VAEConfig`` (without ``beta`` and ``free_bits``, which belong to the
-    single-sample ELBO and must keep their defaults) plus
+    """Hyperparameters of ``IWAE``: those of ``VAEConfig`` (without ``beta``, ``free_bits`` and ``kl_warmup_steps``,
+    which belong to the single-sample ELBO and must stay off) plus
 
     Attributes:
         num_importance_samples: K, the samples of the training bound (named so as not to clash with the
@@ -303,12 +347,14 @@ class IWAEConfig(VAEConfig):
     """
 
     num_importance_samples: int = 5
+    kl_warmup_steps: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         require_at_least(self, 1, "num_importance_samples")
-        if self.beta != 1.0 or self.free_bits != 0.0:
-            raise UserError("iwae trains on the K-sample bound: beta and free_bits do not apply (use vae)")
+        if self.beta != 1.0 or self.free_bits != 0.0 or self.kl_warmup_steps != 0:
+            raise UserError("iwae trains on the K-sample bound: beta, free_bits and kl_warmup_steps do not apply "
+                            "(use vae)")
 
 
 class IWAE(VAE):
