@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("fid", "kid", "inception_score", "precision", "recall")
 
 
-def floor(data: str, seed: int = 0) -> dict:
-    """``AdversarialTask.evaluate``'s protocol with real training examples in place of samples."""
-    train, test = dulab.load_dataset(data, "train"), dulab.load_dataset(data, "test")
+def floor(data: str, seed: int = 0, options: dict | None = None) -> dict:
+    """``AdversarialTask.evaluate``'s protocol with real training examples in place of samples (``options``: the
+    dataset's options, e.g. ``{"size": 32}`` for sprites)."""
+    options = options or {}
+    train, test = dulab.load_dataset(data, "train", **options), dulab.load_dataset(data, "test", **options)
     n = min(len(test), 500)
     reference = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n])
     fake = train.x[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:n]]

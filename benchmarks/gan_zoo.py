@@ -3,7 +3,7 @@ FID/KID/IS/precision/recall beside the real-data floor, with the training time, 
 every model.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/gan_zoo.py --data digits --steps 2000 --budget 180
-    (also --data shapes; --data sprites --steps 1500 --budget 150)
+    (also --data shapes; --data sprites --data-option size=32 --steps 1500 --budget 150)
 
 Each model (``--models``, default the eight image GANs) gets ``--steps`` engine steps (one D step each; a G step
 after every ``n_critic``-th), rounded down to whole epochs of the training split, unless its measured step time
@@ -14,7 +14,9 @@ reproducible; an earlier version gave every model ``budget / step_time`` steps, 
 (0.77 s per DCGAN step on shapes instead of 0.02) that left the shapes models at 1-4 epochs, where G's near-zero
 ``tanh`` outputs round to salt noise (FID ~1500 with the shapes extractor, which scores uniform random bits at 1724
 and an all-black image at 155). Everything else is the model's CLI defaults (``--set`` style overrides with
-``--hparams key=value,...``, applied to every model that has the field). The numbers are the last evaluation of
+``--hparams key=value,...``, applied to every model that has the field; dataset options with ``--data-option
+key=value``, repeatable, e.g. ``size=32`` for sprites; rows of the JSON from other options are dropped, and
+``--tag`` names the outputs ``gan_zoo_<tag>.*`` instead of ``gan_zoo_<data>.*``). The numbers are the last evaluation of
 ``AdversarialTask.evaluate`` on the test split (min(N_test, 500) seeded samples against as many test examples, the
 shipped extractor; class-conditional ``biggan`` samples for those examples' labels) and the floor is the same
 protocol with random training examples in place of samples (``gan_sample_quality.floor``). Writes
@@ -96,6 +98,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="training steps per model (whole epochs)")
     parser.add_argument("--budget", type=float, default=180.0, help="cap on training seconds per model (approximate)")
     parser.add_argument("--hparams", default="", help="key=value,... for every model with that field")
+    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="dataset option (repeatable), e.g. size=32 for sprites")
+    parser.add_argument("--tag", default=None,
+                        help="name of the outputs gan_zoo_<tag>.json/.png (default: the data name)")
     parser.add_argument("--scale", type=int, default=0, help="picture upscaling (0: from the image size)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_gan_zoo"))
     parser.add_argument("--picture-only", action="store_true",
@@ -105,23 +111,28 @@ def main() -> None:
     torch.set_num_threads(1)
     from dulab.viz import draw_samples, image_grid
 
-    train, test = dulab.load_dataset(args.data, "train"), dulab.load_dataset(args.data, "test")
+    options = dict(item.split("=", 1) for item in args.data_option)
+    train = dulab.load_dataset(args.data, "train", **options)
+    test = dulab.load_dataset(args.data, "test", **options)
+    tag = args.tag or args.data
     extra = _parse_hparams(args.hparams)
-    fl = floor(args.data)
-    print(json.dumps({"data": args.data, "floor": fl}), flush=True)
-    out_json = ROOT / "benchmarks" / "results" / f"gan_zoo_{args.data}.json"
+    fl = floor(args.data, options=options)
+    print(json.dumps({"data": args.data, "data_options": options, "floor": fl}), flush=True)
+    out_json = ROOT / "benchmarks" / "results" / f"gan_zoo_{tag}.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
+    # rows measured with other dataset options (e.g. sprites at 64x64) do not belong beside these
+    results = {k: r for k, r in results.items() if r.get("data_options", {}) == options}
     grids, names = [], []
     if args.picture_only:
         for name in args.models.split(","):
-            model = dulab.load(Path(args.out) / f"{name}-{args.data}", which="last")
+            model = dulab.load(Path(args.out) / f"{name}-{tag}", which="last")
             with torch.inference_mode():
                 x = draw_samples(model, 64, torch.Generator().manual_seed(0)).cpu()
             grids.append(image_grid(x, train.spec.num_levels if train.spec.is_discrete else None, nrow=8))
             row = results[name]
             names.append(f"{name}: FID {row['fid']:.1f}, {row['seconds']:.0f} s")
         scale = args.scale or max(1, 160 // (8 * train.spec.shape[-1]))
-        montage(grids, names, ROOT / "docs" / "img" / f"gan_zoo_{args.data}.png", scale)
+        montage(grids, names, ROOT / "docs" / "img" / f"gan_zoo_{tag}.png", scale)
         return
     for name in args.models.split(","):
         cls = get_model_class(name)
@@ -138,12 +149,12 @@ def main() -> None:
             data, epochs = train.subset(range(min(len(train), steps * batch_size))), 1
         t0 = time.perf_counter()
         run = dulab.train(name, data=data, eval_data=test, epochs=epochs, batch_size=batch_size, seed=0,
-                          eval_every=max(1, epochs // 4), out_dir=Path(args.out) / f"{name}-{args.data}",
+                          eval_every=max(1, epochs // 4), out_dir=Path(args.out) / f"{name}-{tag}",
                           overwrite=True, progress=False, verbose=False, sample_fn=None, **hp)
         seconds = time.perf_counter() - t0
         last = run.metrics[-1]
-        row = {"model": name, "data": args.data, "hparams": hp, "step_s": round(t, 4), "capped": capped,
-               "train_examples": len(data),
+        row = {"model": name, "data": args.data, "data_options": options, "hparams": hp, "step_s": round(t, 4),
+               "capped": capped, "train_examples": len(data),
                "epochs": epochs, "steps": run.summary["step"], "seconds": round(seconds, 1),
                **{k: last.get(f"test_{k}") for k in KEYS}, "best_fid": run.summary["best"], "floor": fl}
         results[name] = row
@@ -155,7 +166,7 @@ def main() -> None:
         grids.append(image_grid(x, train.spec.num_levels if train.spec.is_discrete else None, nrow=8))
         names.append(f"{name}: FID {last.get('test_fid', float('nan')):.1f}, {seconds:.0f} s")
     scale = args.scale or max(1, 160 // (8 * train.spec.shape[-1]))
-    montage(grids, names, ROOT / "docs" / "img" / f"gan_zoo_{args.data}.png", scale)
+    montage(grids, names, ROOT / "docs" / "img" / f"gan_zoo_{tag}.png", scale)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,18 @@ def test_level_map_round_trips():
     assert torch.equal(model.from_critic_input(scaled), levels)
 
 
+def test_level_map_is_the_affine_formula_bit_for_bit_and_leaves_its_input_alone():
+    # the in-place form must equal the plain expression exactly (resumed and older runs depend on it), and a
+    # float tensor of levels passed in must not be overwritten
+    model = _model("dcgan", "digits")
+    levels = torch.randint(0, 17, (5, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.to_critic_input(levels), levels.float() * (2.0 / 16) - 1.0)
+    as_float = levels.float()
+    kept = as_float.clone()
+    model.to_critic_input(as_float)
+    assert torch.equal(as_float, kept)
+
+
 @pytest.mark.parametrize(("size", "stages"), [((8, 8), 2), ((20, 20), 2), ((32, 32), 3), ((64, 64), 4), ((7, 7), 0)])
 def test_number_of_stages_from_the_image_size(size, stages):
     assert num_stages(*size) == stages

@@ -218,7 +218,8 @@ class GANModel(Model):
     def to_critic_input(self, x: torch.Tensor) -> torch.Tensor:
         """Data ``(B, *event)`` (int64 levels or float) to D's float representation."""
         if self.spec.is_discrete:
-            return x.to(self._param_dtype()) * (2.0 / (self.spec.num_levels - 1)) - 1.0
+            # in place on a fresh copy: one allocation per batch instead of three, the same values bit for bit
+            return x.to(self._param_dtype(), copy=True).mul_(2.0 / (self.spec.num_levels - 1)).sub_(1.0)
         return x.to(self._param_dtype())
 
     def from_critic_input(self, x: torch.Tensor) -> torch.Tensor:
