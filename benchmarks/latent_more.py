@@ -222,6 +222,7 @@ def main(argv=None) -> None:
     p.add_argument("--pictures", action="store_true", help="bpd: also save pictures of each model")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="bpd, mig: extra hyperparameters of every model trained (e.g. kl_warmup_steps=300)")
+    p.add_argument("--img-dir", default="", help="mig: folder of the traversal pictures (default docs/img)")
     p.add_argument("--tag", default="", help="bpd, mig: suffix of the results json name")
     p.add_argument("--run-dir", default="", help="mig: keep the runs under this folder (resumable across calls)")
     args = p.parse_args(argv)
@@ -280,6 +281,7 @@ def mig_section(args) -> None:
     torch.set_num_threads(1)
     opts = {"size": 32, "num_samples": args.num_sprites}
     test = dulab.load_dataset("sprites", split="test", **opts)
+    extra = _parse_set(args.set)
     rows = []
     for beta in [float(b) for b in args.betas.split(",")]:
         t0 = time.time()
@@ -292,7 +294,7 @@ def mig_section(args) -> None:
                 model = dulab.resume(rd, eval_data=test.subset(range(64)), sample_fn=None, verbose=False).model
             else:
                 model = _train("vae", "sprites", test.subset(range(64)), rd, seed=args.seed, data_options=opts,
-                               epochs=args.epochs or 20, beta=beta, latent_dim=10).model
+                               epochs=args.epochs or 20, beta=beta, latent_dim=10, **extra).model
             summary = json.loads((rd / "summary.json").read_text())
             if summary.get("status") != "completed":
                 print(f"beta {beta:g}: stopped at step {summary.get('step')}; rerun to continue", flush=True)
@@ -301,7 +303,7 @@ def mig_section(args) -> None:
         else:
             with tempfile.TemporaryDirectory() as tmp:  # the engine's own evaluations on 64 test images (speed)
                 model = _train("vae", "sprites", test.subset(range(64)), Path(tmp) / "run", seed=args.seed,
-                               data_options=opts, epochs=args.epochs or 20, beta=beta, latent_dim=10).model
+                               data_options=opts, epochs=args.epochs or 20, beta=beta, latent_dim=10, **extra).model
             train_s = time.time() - t0
         model = model.eval()
         with torch.inference_mode():
@@ -312,7 +314,7 @@ def mig_section(args) -> None:
         names = test.info["factor_names"]
         rows.append({"beta": beta, "mig": score, "per_factor": {names[k]: v for k, v in gaps.items()},
                      "kl": float(out["kl"]), "recon": float(out["recon"]), "active_units": diag["active_units"],
-                     "train_s": train_s})
+                     "train_s": train_s, "epochs": args.epochs or 20, "hp": extra})
         print(rows[-1], flush=True)
         # traversal: one test image, each latent (most informative first) from -2.5 to 2.5, others at the mean
         order = diag["kl_per_dim"].argsort(descending=True)
@@ -323,7 +325,9 @@ def mig_section(args) -> None:
             for row, dim in enumerate(order):
                 z[row, :, dim] = steps
             imgs = model.decode(z.reshape(-1, z.shape[-1]))
-        save_image_grid(imgs, IMG / f"beta_vae_sprites_traversal_beta{int(beta)}.png", num_levels=2, nrow=len(steps))
+        img_dir = Path(args.img_dir) if args.img_dir else IMG
+        save_image_grid(imgs, img_dir / f"beta_vae_sprites_traversal_beta{int(beta)}.png", num_levels=2,
+                        nrow=len(steps))
     print(f"\nmachine: {machine()}; vae on sprites 32x32 ({args.num_sprites} images, test = last sixth), 10 latents, "
           f"{args.epochs or 20} epochs, MIG with 20 bins on the test posterior means\n")
     names = list(rows[0]["per_factor"])
@@ -333,7 +337,7 @@ def mig_section(args) -> None:
         per = " | ".join(f"{r['per_factor'][n]:.3f}" for n in names)
         print(f"| {r['beta']:g} | {r['mig']:.3f} | {per} | {r['kl']:.2f} | {r['recon']:.2f} | "
               f"{r['active_units']} / 10 | {r['train_s']:.0f} |")
-    _save("mig_" + args.betas.replace(",", "_"), rows)
+    _save("mig_" + args.betas.replace(",", "_") + args.tag, rows)
 
 
 # ============================================================================================ pictures

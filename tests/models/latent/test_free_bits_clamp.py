@@ -10,7 +10,7 @@ from dulab.data.base import DataSpec
 from dulab.losses.elbo import free_bits_kl
 
 SPEC = DataSpec((1, 4, 4), "discrete", 3)
-HP = {"vae": dict(latent_dim=3, hidden_sizes=(16,)),
+HP = {"vae": dict(latent_dim=3, hidden_sizes=(16,), kl_warmup_steps=0),
       "hierarchical_vae": dict(latent_dim=3, top_latent_dim=2, hidden_sizes=(16,), prior_hidden=8, kl_warmup_steps=0),
       "pixel_vae": dict(latent_dim=3, hidden_sizes=(16,), num_filters=8, num_layers=1, first_kernel_size=3)}
 #: latent dimensions that free bits apply to

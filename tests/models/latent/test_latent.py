@@ -352,7 +352,7 @@ def test_vae_kl_warmup_weights_the_kl_linearly_and_counts_training_steps_only(na
     for step in range(6):
         torch.manual_seed(step)
         out = model.loss(x)
-        weights.append(float((out["loss"] * spec.num_dims - out["recon"]).detach() / out["kl"]))
+        weights.append(float(((out["loss"] * spec.num_dims - out["recon"]) / out["kl"]).detach()))
     torch.testing.assert_close(torch.tensor(weights), torch.tensor([0.5, 1.0, 1.5, 2.0, 2.0, 2.0]))
     assert int(model.num_updates) == 6 and "num_updates" in model.state_dict()
     with torch.no_grad():
