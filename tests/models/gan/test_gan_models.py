@@ -214,6 +214,19 @@ def test_spectral_norm_bounds_the_largest_singular_value():
         assert float(sigma) == pytest.approx(1.0, abs=1e-3)
 
 
+def test_sngan_discriminator_sees_the_batch_by_default():
+    # minibatch discrimination is on in sngan (its critic has no batch norm; without it G collapsed on sprites):
+    # an example's logit then depends on the other examples of the batch; with minibatch_kernels=0 it does not
+    spec = SPECS["shapes"]
+    x = _real(spec, 8)
+    for kernels, sees_batch in ((None, True), (0, False)):
+        model = _model("sngan", "shapes", **({} if kernels is None else {"minibatch_kernels": kernels})).eval()
+        with torch.no_grad():
+            a = model.discriminate(model.to_critic_input(x))
+            b = model.discriminate(model.to_critic_input(torch.cat([x[:1], _real(spec, 7, seed=1)])))
+        assert (not torch.allclose(a[0], b[0])) == sees_batch
+
+
 def assert_generator_step_descends(name="gan", spec_name="moons", kinds=LOSS_KINDS) -> None:
     """Property: one G step lowers G's loss (the reference ``generator_loss``) against the D it was taken against,
     on the very latent batch of the step. The G batch is replayed from the seed: the step draws the D phase's

@@ -2,6 +2,13 @@
 trained on the hinge loss. Spectral norm divides each weight by an estimate of its largest singular value (one
 power-iteration step per training forward pass), which bounds each layer's Lipschitz constant by 1.
 
+Unlike the paper, D has minibatch discrimination by default (``minibatch_kernels=16``; Salimans et al. 2016,
+``tricks.py``; ``--set minibatch_kernels=0`` for the paper's SN-GAN). Without batch norm in D nothing in D sees
+the batch, and on ``sprites`` (32x32, 869 steps) G collapsed to one dot pattern for every latent, D's hinge loss
+at exactly 0 from step 50 (FID 711, recall 0.0); with the 16 kernels: FID 7.8 after 316 steps, and on ``digits``
+41.0 against 46.0 after ~2070 steps (BENCHMARKS section 21). DCGAN's batch-normalised D does not collapse there.
+The minibatch layer's tensor is not spectrally normalised (D's last linear layer, after it, is).
+
 References:
     Miyato, Kataoka, Koyama, Yoshida. "Spectral Normalization for Generative Adversarial Networks", 2018,
     arXiv:1802.05957.
@@ -20,9 +27,11 @@ __all__ = ["SNGAN", "SNGANConfig"]
 
 @dataclass
 class SNGANConfig(DCGANConfig):
-    """``DCGANConfig`` with the SN-GAN defaults: hinge loss, spectral norm in D, no batch norm in D."""
+    """``DCGANConfig`` with the SN-GAN defaults: hinge loss, spectral norm in D, no batch norm in D, minibatch
+    discrimination with 16 kernels (see the module docstring)."""
 
     loss: LossKind = "hinge"
+    minibatch_kernels: int = 16
     d_norm: Literal["batch", "none"] = "none"
     use_spectral_norm: bool = True
 
