@@ -214,13 +214,15 @@ def test_spectral_norm_bounds_the_largest_singular_value():
         assert float(sigma) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_sngan_discriminator_sees_the_batch_by_default():
-    # minibatch discrimination is on in sngan (its critic has no batch norm; without it G collapsed on sprites):
-    # an example's logit then depends on the other examples of the batch; with minibatch_kernels=0 it does not
+@pytest.mark.parametrize("name", ["sngan", "sagan"])
+def test_spectral_norm_critics_see_the_batch_by_default(name):
+    # minibatch discrimination is on in sngan and sagan (their critics have no batch norm; without it G collapsed
+    # on sprites / shapes): an example's logit then depends on the other examples of the batch; with
+    # minibatch_kernels=0 it does not
     spec = SPECS["shapes"]
     x = _real(spec, 8)
     for kernels, sees_batch in ((None, True), (0, False)):
-        model = _model("sngan", "shapes", **({} if kernels is None else {"minibatch_kernels": kernels})).eval()
+        model = _model(name, "shapes", **({} if kernels is None else {"minibatch_kernels": kernels})).eval()
         with torch.no_grad():
             a = model.discriminate(model.to_critic_input(x))
             b = model.discriminate(model.to_critic_input(torch.cat([x[:1], _real(spec, 7, seed=1)])))

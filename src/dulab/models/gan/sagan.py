@@ -16,6 +16,11 @@ image          G's attention map           D's attention map
 64x64 sprites  16x16                       16x16
 =============  ==========================  ==========================
 
+D has minibatch discrimination by default (``minibatch_kernels=16``, as ``sngan``; not in the paper,
+``--set minibatch_kernels=0`` turns it off): with the paper's batch-free critic G collapsed on ``shapes`` (after
+632 steps FID 229, precision 1.00, recall 0.08: nearly one pattern), with the 16 kernels FID 199, precision 0.23,
+recall 0.45 (varied blobs) at the same step; on ``digits`` 43.3 against 42.9 (BENCHMARKS section 21).
+
 The stages follow ``dcgan.num_stages`` (``image_base``); G keeps batch norm (as in the paper, whose
 conditional version uses
 conditional batch norm; this one is unconditional), D has none. Spectral norm in G is the paper's finding that it
@@ -55,6 +60,7 @@ class SAGANConfig(ImageGANConfig):
     """
 
     loss: LossKind = "hinge"
+    minibatch_kernels: int = 16
     use_spectral_norm: bool = True
     use_g_spectral_norm: bool = True
     attention_max_positions: int = 256
