@@ -379,3 +379,37 @@ def test_weights_saved_before_the_warmup_existed_still_load():
     fresh = dulab.build_model("vae", spec, latent_dim=2, hidden_sizes=(16,), kl_warmup_steps=7)
     fresh.load_state_dict(state)
     assert int(fresh.num_updates) == 7 and fresh.kl_weight() == 1.0
+
+
+# ---------------------------------------------------------------------------------------- posterior caps
+def test_posterior_caps_keep_an_exploding_encoder_finite():
+    # the fourth Adam step at lr 2e-3 on sprites (BENCHMARKS 22): log-variances far past exp's float32 range
+    spec = DataSpec((1, 8, 8), "discrete", 2)
+    torch.manual_seed(0)
+    for name in ("vae", "iwae"):
+        model = dulab.build_model(name, spec, latent_dim=3, hidden_sizes=(16,), hidden_channels=4).train()
+        with torch.no_grad():
+            model.encoder.net[-1].bias[:3] = -400.0  # means
+            model.encoder.net[-1].bias[3:] = 250.0  # log-variances: exp(125) = inf in float32
+        x = torch.randint(0, 2, (4, *spec.shape), generator=torch.Generator().manual_seed(0))
+        mean, log_var = model.posterior(x)
+        assert mean.min() >= -10.0 and log_var.max() <= 5.0
+        out = model.loss(x)
+        assert all(torch.isfinite(v).all() for v in out.values()), name
+        out["loss"].backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None), name
+
+
+def test_soft_cap_is_exact_below_its_start_and_bounded_above():
+    from dulab.models.latent.vae import bound_posterior, soft_cap
+
+    x = torch.tensor([-50.0, -1.0, 0.0, 1.9, 2.0, 2.5, 4.0, 1e4], dtype=torch.float64, requires_grad=True)
+    y = soft_cap(x, 2.0, 5.0)
+    assert torch.equal(y[:5], x[:5]) and y.max() <= 5.0 and torch.all(y[1:] > y[:-1] - 1e-12)
+    y.sum().backward()  # continuous slope: 1 below the start, 1 just above it, 0 far above
+    assert x.grad[4] == 1.0 and abs(float(x.grad[5]) - 1.0) < 0.05 and float(x.grad[-1]) == 0.0
+    mean, log_var = bound_posterior(torch.tensor([-30.0, -4.0, 4.0, 30.0]), torch.tensor([-30.0, 0.0, 2.0, 30.0]))
+    torch.testing.assert_close(mean[1:3], torch.tensor([-4.0, 4.0]))
+    assert mean[0] == -mean[3] and 5.0 < mean[3] <= 10.0
+    torch.testing.assert_close(log_var[:3], torch.tensor([-30.0, 0.0, 2.0]))
+    assert 2.0 < log_var[3] <= 5.0

@@ -8,7 +8,15 @@ reparameterisation ``z = mu + sigma * eps`` and the KL in closed form. ``beta`` 
 Sonderby et al. 2016), so that the decoder learns to use z before the KL can pull q(z|x) onto the prior. The
 step counter is a buffer (``num_updates``, saved with the weights) advanced by each ``loss`` call in training
 mode with gradients on, so a resumed run continues the schedule exactly. The IWAE trains the same networks on the
-K-sample importance-weighted bound, which is tighter. For both, ``log_prob(x, num_samples=K)`` is the importance-sampled
+K-sample importance-weighted bound, which is tighter.
+
+q(z|x)'s parameters are capped (``bound_posterior``): the means are the identity on [-5, 5] and stay within +-10, the
+log-variances the identity up to 2 and below 5. Without the caps the default lr 2e-3 exploded on ``sprites`` 32x32
+at the fourth Adam step (the log-variance jumped from 3 to 19, |mean| to 15, the reconstruction to 3e5 nats, the
+gradient norm to 2e5): that one step filled Adam's second-moment estimates, froze the encoder for hundreds of
+steps, and the decoder settled on the blank mean image with KL 0 (the "posterior collapse" of BENCHMARKS.md
+section 17, which KL warm-up alone did not prevent). A posterior wider than the N(0, I) prior never helps the
+bound, so the cap costs nothing at an optimum. For both, ``log_prob(x, num_samples=K)`` is the importance-sampled
 estimate ``log (1/K) sum_k p(x, z_k) / q(z_k|x)`` of log p(x): a stochastic lower bound in expectation that rises
 to log p(x) as K grows. For discrete data the decoder is a normalised pmf, so bits/dim compare directly with
 autoregressive models.
@@ -50,6 +58,25 @@ __all__ = ["VAE", "VAEConfig", "IWAE", "IWAEConfig"]
 
 #: rows (samples x examples) per decoder pass in ``log_prob``, scaled by the data size, so K = 1000 fits in memory
 _ROW_BUDGET = 2**21
+#: q(z|x)'s bounds: means are the identity on [-5, 5] and approach +-10 beyond; log-variances the identity up to 2 and
+#: approach 5 above (no lower bound: sharp posteriors are fine), see ``VAE.posterior``
+MEAN_LINEAR, MEAN_BOUND, LOG_VAR_LINEAR, LOG_VAR_BOUND = 5.0, 10.0, 2.0, 5.0
+
+
+def soft_cap(x: torch.Tensor, linear: float, bound: float) -> torch.Tensor:
+    """The identity up to ``linear``, then ``linear + s tanh((x - linear) / s)`` with ``s = bound - linear``:
+    continuous with a continuous slope, bounded above by ``bound``, exact below ``linear``."""
+    s = bound - linear
+    return torch.where(x <= linear, x, linear + s * torch.tanh((x - linear) / s))
+
+
+def bound_posterior(mean: torch.Tensor, log_var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caps of q(z|x)'s parameters: ``|mean|`` by ``soft_cap(., 5, 10)``, ``log_var`` from above by
+    ``soft_cap(., 2, 5)``."""
+    capped = soft_cap(mean.abs(), MEAN_LINEAR, MEAN_BOUND)
+    return torch.where(mean < 0, -capped, capped), soft_cap(log_var, LOG_VAR_LINEAR, LOG_VAR_BOUND)
+
+
 #: default ``kl_warmup_steps`` of ``vae``. Measured with seed 0, K = 1000 (BENCHMARKS.md section 22): CLI defaults
 #: on ``digits`` 1.943 IWAE bpd with 300 steps of warm-up against 1.998 without, ``digits_binary`` 0.390 against
 #: 0.432, ``sprites`` 32x32 (5 epochs) 0.060 against 0.107
@@ -151,10 +178,11 @@ class VAE(DensityModel):
 
     # ------------------------------------------------------------------ networks
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Parameters of q(z|x): ``(B, *event) -> (mean (B, Z), log_var (B, Z))``."""
+        """Parameters of q(z|x): ``(B, *event) -> (mean (B, Z), log_var (B, Z))``, capped by ``bound_posterior``
+        (see the module docstring)."""
         self.check_input(x)
         h = self.encoder(input_features(x, self.spec, self._param_dtype()))
-        return h.chunk(2, dim=1)
+        return bound_posterior(*h.chunk(2, dim=1))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The posterior mean ``E_q[z | x]``: ``(B, *event) -> (B, Z)``."""
