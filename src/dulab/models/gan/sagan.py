@@ -19,7 +19,8 @@ image          G's attention map           D's attention map
 D has minibatch discrimination by default (``minibatch_kernels=16``, as ``sngan``; not in the paper,
 ``--set minibatch_kernels=0`` turns it off): with the paper's batch-free critic G collapsed on ``shapes`` (after
 632 steps FID 229, precision 1.00, recall 0.08: nearly one pattern), with the 16 kernels FID 199, precision 0.23,
-recall 0.45 (varied blobs) at the same step; on ``digits`` 43.3 against 42.9 (BENCHMARKS section 21).
+recall 0.45 (varied blobs) at the same step, and FID 59.9 after 1027 steps (729.5 before); on ``digits`` 43.0
+against 42.9 after 2070 steps (BENCHMARKS section 21).
 
 The stages follow ``dcgan.num_stages`` (``image_base``); G keeps batch norm (as in the paper, whose
 conditional version uses

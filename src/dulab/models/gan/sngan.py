@@ -5,9 +5,10 @@ power-iteration step per training forward pass), which bounds each layer's Lipsc
 Unlike the paper, D has minibatch discrimination by default (``minibatch_kernels=16``; Salimans et al. 2016,
 ``tricks.py``; ``--set minibatch_kernels=0`` for the paper's SN-GAN). Without batch norm in D nothing in D sees
 the batch, and on ``sprites`` (32x32, 869 steps) G collapsed to one dot pattern for every latent, D's hinge loss
-at exactly 0 from step 50 (FID 711, recall 0.0); with the 16 kernels: FID 7.8 after 316 steps, and on ``digits``
-41.0 against 46.0 after ~2070 steps (BENCHMARKS section 21). DCGAN's batch-normalised D does not collapse there.
-The minibatch layer's tensor is not spectrally normalised (D's last linear layer, after it, is).
+at exactly 0 from step 50 (FID 711, recall 0.0); with the 16 kernels: FID 7.8 after 316 steps (8.3 after 1343),
+and on ``digits`` 32.8 against 46.0 after 2070 steps (BENCHMARKS section 21). DCGAN's batch-normalised D does
+not collapse there. The minibatch layer's tensor is not spectrally normalised (D's last linear layer, after it,
+is).
 
 References:
     Miyato, Kataoka, Koyama, Yoshida. "Spectral Normalization for Generative Adversarial Networks", 2018,

@@ -6,8 +6,8 @@ the critic). The critic keeps DCGAN's batch norm, as in the paper's experiments.
 The default learning rate is 2e-4, four times the paper's 5e-5: the paper trains for ~10^5 generator steps, the
 defaults here for a few hundred (minutes on a CPU), and at 5e-5 the generator has not left its initial state by
 then (on 32x32 ``sprites`` after 390 steps, 78 of them G steps: FID 571, samples salt noise; at 2e-4: FID 31,
-blobs; on ``digits`` after 2068 steps: FID 54.7 against 41.3; BENCHMARKS section 21). Pass ``lr=5e-5`` for the
-paper's value.
+blobs; on ``digits`` after 2162 steps: FID 54.7 against 41.3, and in the zoo's 2070 steps 56.6 against 40.5;
+BENCHMARKS section 21). Pass ``lr=5e-5`` for the paper's value.
 
 References:
     Arjovsky, Chintala, Bottou. "Wasserstein GAN", 2017, arXiv:1701.07875.
