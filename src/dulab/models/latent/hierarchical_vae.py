@@ -25,7 +25,7 @@ its log-variance to (-10, 10) (log-sigma to (-5, 5)), by ``b tanh(x / b)``. With
 diverged on ``sprites`` 32x32 within four Adam steps: the encoder features grew tenfold in one step, q(z2|x)'s
 log-variance jumped from 2 to 14 (a standard deviation of 1100), the sampled z2 fed the residual network, whose
 log-variance then reached ~80 and ``exp`` gave a KL of 1e35 and then inf (``NonFiniteLossError``; BENCHMARKS.md
-section 17). The KL warm-up makes this easier to reach, since a near-zero KL weight does not hold the variance
+sections 17 and 22). The KL warm-up makes this easier to reach, since a near-zero KL weight does not hold the variance
 back. With the bounds no ``exp`` in the bounds sees more than 20, so every term stays finite in float32.
 
 Simplifications against NVAE: two vector-valued latent layers instead of many spatial groups, no spectral
