@@ -54,7 +54,8 @@ def main(argv=None) -> None:
         grad_norm = float(sum(q.grad.square().sum() for q in model.parameters() if q.grad is not None).sqrt())
         opt.step()
         if step < 6 or step % 40 == 0 or step == args.steps - 1:
-            row = {"step": step, "loss": float(out["loss"]), "kl": float(out["kl"]), "recon": float(out["recon"]),
+            row = {"step": step, "loss": float(out["loss"].detach()), "kl": float(out["kl"].detach()),
+                   "recon": float(out["recon"].detach()),
                    "log_var_min": float(log_var.min()), "log_var_max": float(log_var.max()),
                    "mean_abs_max": float(mean.abs().max()), "grad_norm": grad_norm}
             rows.append(row)
