@@ -316,6 +316,37 @@ def test_gradient_penalty_needs_a_critic_without_batch_norm():
         dulab.build_model("wgan_gp", SPECS["digits"], d_norm="batch")
 
 
+def test_wgan_gp_defaults_layer_norm_critic_and_a_faster_generator():
+    # the defaults found on sprites 32x32 (wgan_gp.py's docstring): layer norm in the critic, G's Adam at lr_g 5e-4
+    # while the critic keeps the TrainConfig lr (1e-4, Gulrajani et al.'s)
+    model = _model("wgan_gp", "shapes")
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.D.modules())
+    task = AdversarialTask(model, TrainConfig(lr=1e-4), seed=0)
+    (d_opt, g_opt), _ = task.configure_optimizers(lambda step: 1.0)
+    assert [g["lr"] for g in d_opt.param_groups] == [1e-4] and [g["lr"] for g in g_opt.param_groups] == [5e-4]
+    assert d_opt.param_groups[0]["betas"] == g_opt.param_groups[0]["betas"] == (0.0, 0.9)
+
+
+@pytest.mark.parametrize("progressive", [0, 5])
+def test_layer_norm_critic_normalises_each_example_on_its_own(progressive):
+    # d_norm="layer" (Gulrajani et al.'s drop-in for batch norm in a gradient-penalty critic): one GroupNorm(1, C)
+    # per hidden stage; an example's critic value does not depend on the rest of its batch (the per-example
+    # penalty needs that), and the normalisation does act (scaling a hidden map leaves the next stage unchanged).
+    spec = SPECS["shapes"]
+    model = _model("wgan_gp", "shapes", d_norm="layer", progressive_steps=progressive).train()
+    norms = [m for m in model.D.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == num_stages(20, 20) - 1 and all(m.num_groups == 1 for m in norms)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.D.modules())
+    x = model.to_critic_input(_real(spec, 8))
+    y = model.to_critic_input(torch.cat([_real(spec, 1), _real(spec, 7, seed=1)]))
+    with torch.no_grad():
+        assert torch.allclose(model.discriminate(x)[0], model.discriminate(y)[0], atol=1e-6)
+        h = torch.randn(3, norms[0].num_channels, 5, 5)
+        assert torch.allclose(norms[0](h), norms[0](7.0 * h + 2.0), atol=1e-5)
+    penalty = dulab.losses.gan.gradient_penalty(model.discriminate, x, torch.tanh(torch.randn_like(x)))
+    assert torch.isfinite(penalty) and penalty > 0
+
+
 class _ShiftGAN(dulab.models.gan.gan.GAN):
     """A GAN whose generator is the fixed map z -> z + 1, so that p_g = N(1, 1) is known."""
 

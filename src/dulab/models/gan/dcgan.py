@@ -3,8 +3,9 @@ LeakyReLU(0.2) in D and a ``tanh`` output.
 
 As in Radford et al. (2016, Sec. 3), batch norm is left out of the generator's output layer and the discriminator's
 input layer. (Issue 8 words it as "G's first layer"; the paper names the output layer, which this follows.) D's
-batch norm can be turned off (``d_norm="none"``, as the WGAN-GP critic needs) and spectral normalisation put on
-every D layer (``use_spectral_norm``, SN-GAN).
+batch norm can be turned off (``d_norm="none"``) or replaced by layer norm over each example's ``(C, H, W)``
+map (``d_norm="layer"``, the drop-in Gulrajani et al. 2017 suggest for the WGAN-GP critic, whose penalty is per
+example), and spectral normalisation put on every D layer (``use_spectral_norm``, SN-GAN).
 
 The number of stride-2 stages ``s`` is chosen from the image size ``H x W``: the largest ``s`` with ``H`` and
 ``W`` divisible by ``2^s`` and ``H / 2^s, W / 2^s >= 4`` (DCGAN's 4x4 base), plus one more stage down to a 2x2
@@ -43,7 +44,7 @@ from dulab.config import check_choices, require_at_least
 from dulab.errors import UserError
 from dulab.models.gan.base import GANConfig, GANModel
 
-__all__ = ["DCGAN", "DCGANConfig", "num_stages"]
+__all__ = ["DCGAN", "DCGANConfig", "d_norm_layer", "num_stages"]
 
 
 @dataclass
@@ -53,7 +54,9 @@ class DCGANConfig(GANConfig):
     Attributes:
         base_channels: channels of D's first stage (and of G's last hidden stage); stage ``i`` of D has
             ``base_channels * 2^i``.
-        d_norm: normalisation in D's hidden layers: ``batch`` (DCGAN) or ``none`` (a WGAN-GP critic).
+        d_norm: normalisation in D's hidden layers (not the input layer): ``batch`` (DCGAN), ``layer`` (per
+            example over ``(C, H, W)`` with a per-channel scale and shift, ``GroupNorm(1, C)``; the WGAN-GP
+            critic's default) or ``none``.
         use_spectral_norm: spectral normalisation of every D weight (Miyato et al. 2018).
         progressive_steps: progressive growing (Karras et al. 2018; ``progressive.py``) with this many training
             steps per fade-in and per stable phase (0: the fixed full-resolution networks).
@@ -61,7 +64,7 @@ class DCGANConfig(GANConfig):
 
     latent_dim: int = 64
     base_channels: int = 32
-    d_norm: Literal["batch", "none"] = "batch"
+    d_norm: Literal["batch", "layer", "none"] = "batch"
     use_spectral_norm: bool = False
     progressive_steps: int = 0
 
@@ -83,6 +86,15 @@ def num_stages(height: int, width: int) -> int:
     if s < 2 and fits(s + 1, 2):
         s += 1
     return s
+
+
+def d_norm_layer(kind: str, channels: int) -> nn.Module | None:
+    """D's hidden-layer normalisation ``d_norm`` for ``channels`` maps (``None`` for ``none``)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":  # per example: the critic's output for one example does not depend on the others
+        return nn.GroupNorm(1, channels)
+    return None
 
 
 class DCGAN(GANModel):
@@ -150,8 +162,7 @@ class DCGAN(GANModel):
         if c.progressive_steps > 0:
             from dulab.models.gan.progressive import ProgressiveDiscriminator
 
-            return ProgressiveDiscriminator(C, widths, (H // 2**s, W // 2**s), s, batch_norm=c.d_norm == "batch",
-                                            sn=sn)
+            return ProgressiveDiscriminator(C, widths, (H // 2**s, W // 2**s), s, norm=c.d_norm, sn=sn)
         layers: list[nn.Module] = []
         if s == 0:
             layers += [sn(nn.Conv2d(C, widths[0], 3, padding=1)), nn.LeakyReLU(0.2)]
@@ -159,8 +170,9 @@ class DCGAN(GANModel):
             chans = [C] + widths
             for i in range(s):
                 layers.append(sn(nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1)))
-                if i > 0 and c.d_norm == "batch":  # no batch norm on the input layer
-                    layers.append(nn.BatchNorm2d(chans[i + 1]))
+                norm = d_norm_layer(c.d_norm, chans[i + 1]) if i > 0 else None  # none on the input layer
+                if norm is not None:
+                    layers.append(norm)
                 layers.append(nn.LeakyReLU(0.2))
         bh, bw = H // 2**s, W // 2**s
         layers += [nn.Flatten(), sn(nn.Linear(widths[-1] * bh * bw, 1))]  # (B, top, bh, bw) -> (B, 1)

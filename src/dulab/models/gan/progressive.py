@@ -96,7 +96,9 @@ class ProgressiveDiscriminator(nn.Module):
     ``forward(x) = head(features(x))`` (at the ``growth`` buffer); ``x`` is always full size ``(B, C, H, W)``."""
 
     def __init__(self, channels: int, widths: list[int], base: tuple[int, int], num_stages: int, *,
-                 batch_norm: bool, sn):
+                 norm: str, sn):
+        from dulab.models.gan.dcgan import d_norm_layer
+
         super().__init__()
         s = num_stages
         self.num_stages = s
@@ -104,8 +106,9 @@ class ProgressiveDiscriminator(nn.Module):
         self.stages = nn.ModuleList()
         for i in range(s):
             layers: list[nn.Module] = [sn(nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1))]
-            if i > 0 and batch_norm:  # no batch norm on the input layer
-                layers.append(nn.BatchNorm2d(chans[i + 1]))
+            norm_layer = d_norm_layer(norm, chans[i + 1]) if i > 0 else None  # none on the input layer
+            if norm_layer is not None:
+                layers.append(norm_layer)
             layers.append(nn.LeakyReLU(0.2))
             self.stages.append(nn.Sequential(*layers))
         # fromRGB of levels 0..s-1: an image at level l enters stage s - l, which takes chans[s - l] channels
