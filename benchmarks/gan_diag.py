@@ -20,15 +20,7 @@ from pathlib import Path
 import torch
 
 import dulab
-
-
-def _value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+from dulab.config import parse_assignments
 
 
 def main() -> None:
@@ -43,8 +35,9 @@ def main() -> None:
     torch.set_num_threads(1)
     from dulab.viz import draw_samples, image_grid
 
-    options = dict(item.split("=", 1) for item in args.data_option)
-    hp = {k: _value(v) for k, v in (item.split("=", 1) for item in args.overrides)}
+    # strings, typed by dulab.train as on the command line
+    options = parse_assignments(args.data_option, "--data-option")
+    hp = parse_assignments(args.overrides, "--set")
     out = Path(args.out or f"/tmp/gan_diag/{args.model}")
     t0 = time.perf_counter()
     run = dulab.train(args.model, data=args.data, data_options=options, epochs=args.epochs, seed=0,

@@ -29,6 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, machine  # noqa: E402
 
+from dulab.config import parse_assignments  # noqa: E402
+
 IMG = ROOT / "docs" / "img"
 
 
@@ -161,7 +163,7 @@ def bpd(args) -> None:
     rows = []
     names = args.models.split(",") if args.models else list(BPD_MODELS)
     for name in names:
-        hp = {**BPD_MODELS[name], **_parse_set(args.set)}
+        hp = {**BPD_MODELS[name], **parse_assignments(args.set, "--set")}
         if args.lr:
             hp.update(lr=args.lr)
         if data == "sprites":
@@ -192,18 +194,6 @@ def bpd(args) -> None:
         print(f"| `{r['model']}` | {r['elbo_bpd']:.4f} | {r['iwae_bpd']:.4f} ({r['K']}) | {r['kl']:.2f} | "
               f"{r['active_units']} / {r['num_latents']} | {r['params']:,} | {r['train_s']:.0f} | {r['eval_s']:.0f} |")
     _save(f"bpd_{data}" + (f"_{args.models.replace(',', '_')}" if args.models else "") + args.tag, rows)
-
-
-def _parse_set(items) -> dict:
-    """``--set key=value`` pairs (values parsed as JSON where they parse, else kept as strings)."""
-    out = {}
-    for item in items or []:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def main(argv=None) -> None:
@@ -281,7 +271,7 @@ def mig_section(args) -> None:
     torch.set_num_threads(1)
     opts = {"size": 32, "num_samples": args.num_sprites}
     test = dulab.load_dataset("sprites", split="test", **opts)
-    extra = _parse_set(args.set)
+    extra = parse_assignments(args.set, "--set")
     rows = []
     for beta in [float(b) for b in args.betas.split(",")]:
         t0 = time.time()

@@ -157,16 +157,15 @@ class VAE(DensityModel):
         # weight, so they continue with the warm-up over
         key = prefix + "num_updates"
         if key not in state_dict:
-            state_dict[key] = torch.tensor(int(getattr(self.config, "kl_warmup_steps", 0)), dtype=torch.long)
+            state_dict[key] = torch.tensor(self.config.kl_warmup_steps, dtype=torch.long)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def kl_weight(self) -> float:
         """The KL weight of the next training step: ``beta * min(1, (num_updates + 1) / kl_warmup_steps)``."""
         c = self.config
-        steps = getattr(c, "kl_warmup_steps", 0)
-        if steps == 0:
+        if c.kl_warmup_steps == 0:
             return c.beta
-        return c.beta * min(1.0, (int(self.num_updates) + 1) / steps)
+        return c.beta * min(1.0, (int(self.num_updates) + 1) / c.kl_warmup_steps)
 
     def _training_kl_weight(self) -> float:
         """``kl_weight()`` and one step counted in training mode with gradients on; ``beta`` otherwise."""
