@@ -4,10 +4,10 @@ the way, G's raw output range and a picture of 64 samples.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gan_diag.py sngan --data sprites --data-option size=32 \\
         --epochs 4 --set minibatch_kernels=16
 
-``dulab.train(MODEL, data=DATA, epochs=EPOCHS, seed=0, eval_every=max(1, EPOCHS // 4))`` with the model's CLI
-defaults and the ``--set`` overrides (model or training fields, e.g. ``lr=2e-4``); writes the run to ``--out``
-(default ``/tmp/gan_diag/<model>``) and the samples to ``<out>/samples.png``. Used for BENCHMARKS section 21 (why
-dcgan/wgan/sngan/sagan did or did not train on sprites and shapes).
+``dulab.train(MODEL, data=DATA, epochs=EPOCHS, seed=SEED, eval_every=max(1, EPOCHS // 4))`` (``--seed``, default 0)
+with the model's CLI defaults and the ``--set`` overrides (model or training fields, e.g. ``lr=2e-4``); writes the
+run to ``--out`` (default ``/tmp/gan_diag/<model>``) and the samples to ``<out>/samples.png``. Used for BENCHMARKS
+sections 21 and 24 (why dcgan/wgan/sngan/sagan did or did not train on sprites and shapes).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -40,15 +41,15 @@ def main() -> None:
     hp = parse_assignments(args.overrides, "--set")
     out = Path(args.out or f"/tmp/gan_diag/{args.model}")
     t0 = time.perf_counter()
-    run = dulab.train(args.model, data=args.data, data_options=options, epochs=args.epochs, seed=0,
+    run = dulab.train(args.model, data=args.data, data_options=options, epochs=args.epochs, seed=args.seed,
                       eval_every=max(1, args.epochs // 4), out_dir=out, overwrite=True, progress=False,
                       verbose=False, sample_fn=None, **hp)
-    print(json.dumps({"model": args.model, "data": args.data, "options": options, "set": hp,
+    print(json.dumps({"model": args.model, "data": args.data, "options": options, "set": hp, "seed": args.seed,
                       "seconds": round(time.perf_counter() - t0, 1)}))
     for r in run.metrics:
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
                           if k in ("epoch", "step", "train_loss", "test_loss", "test_fid", "test_precision",
-                                   "test_recall")}))
+                                   "test_recall", "test_fid_last", "test_fid_ema", "weights")}))
     steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     print("D loss every ~1/12 of the run:", [round(s["loss"], 3) for s in steps[::max(1, len(steps) // 12)]])
     model = run.model.eval()
