@@ -37,7 +37,7 @@ sides run in alternating ``A B B A`` blocks (A = dulab, B = peer; each letter on
 linear drift of the machine's speed within a block; the *paired ratio* of a block is (A1 + A2) / (B1 + B2), and the
 result is the median of the block ratios with their min and max (below 1: dulab faster). ``--append`` adds the
 blocks to those already in the JSON for the same settings (so a long measurement can be split over commands).
-Writes ``benchmarks/results/gan_peer.json`` (width 16) or ``gan_peer_w{width}.json``.
+Writes ``benchmarks/results/gan_peer.json`` (width 16) or ``gan_peer_w{width}.json`` (``--tag T``: ``...T.json``).
 """
 
 from __future__ import annotations
@@ -188,6 +188,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="first step intervals of a run left out")
     parser.add_argument("--blocks", type=int, default=3, help="ABBA blocks (4 runs each)")
     parser.add_argument("--append", action="store_true", help="add to the blocks already in the JSON")
+    parser.add_argument("--tag", default="", help="suffix of the JSON's name (keeps earlier measurements)")
     parser.add_argument("--worker", choices=["dulab", "peer"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,7 +198,7 @@ def main() -> None:
         return
     if args.steps < args.warmup + 3:
         parser.error("--steps must leave at least 2 intervals after --warmup")
-    name = "gan_peer.json" if args.width == 16 else f"gan_peer_w{args.width}.json"
+    name = ("gan_peer" if args.width == 16 else f"gan_peer_w{args.width}") + args.tag + ".json"
     out = ROOT / "benchmarks" / "results" / name
     settings = {"image": [CHANNELS, IMAGE, IMAGE], "batch_size": args.batch_size, "width": args.width,
                 "latent_dim": LATENT, "steps_per_run": args.steps, "warmup": args.warmup, "threads": 1}

@@ -301,9 +301,9 @@ class AdversarialTask(Task):
             gp = gradient_penalty(functools.partial(module.discriminate, **kw), real, fake)
             total = total + c.gp_weight * gp
             out["gp"] = gp.detach()
-        if c.r1_gamma > 0:
+        if c.r1_gamma > 0 and self.num_discriminator_steps % c.r1_every == 0:  # lazy R1: every r1_every-th
             r1 = r1_penalty(functools.partial(module.discriminate, **kw), real)
-            total = total + 0.5 * c.r1_gamma * r1
+            total = total + 0.5 * c.r1_gamma * c.r1_every * r1
             out["r1"] = r1.detach()
         self.optimizer_step(total, 0)
         if c.loss == "wasserstein" and c.clip_value > 0:

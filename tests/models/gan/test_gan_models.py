@@ -16,7 +16,7 @@ from dulab.config import TrainConfig, config_fields
 from dulab.data.base import DataSpec
 from dulab.errors import UserError
 from dulab.losses.gan import LOSS_KINDS, generator_loss
-from dulab.models.gan.dcgan import num_stages
+from dulab.models.gan.dcgan import DCGAN, UnflattenChannelsLast, num_stages
 from dulab.registry import MODELS, get_model_class
 from dulab.training.checkpoint import load_state, load_weights
 from dulab.training.tasks import AdversarialTask, get_task_class
@@ -389,3 +389,42 @@ def test_engine_ema_averages_the_generator_and_is_scored(tmp_path):
     assert last["weights"] == chosen and last["test_fid"] == last[f"test_fid_{chosen}"]
     model = dulab.load(tmp_path / "e", which="ema")
     assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name, pack", [(n, p) for n in GANS if issubclass(get_model_class(n), DCGAN) for p in (1, 2)
+                                        if p == 1 or get_model_class(n).Config().gp_weight == 0])  # no GP with packing
+def test_channels_last_layout_changes_no_value_and_no_saved_weight(name, pack):
+    """DCGAN-family activations run channels-last (speed); the numbers equal the default layout's and every weight
+    stays contiguous in the default layout (safetensors checkpoints, old runs load)."""
+    model = _model(name, "digits_color", pack=pack).eval()  # 3 channels: the two layouts differ
+    z = model.sample_latent(4, generator=torch.Generator().manual_seed(0))
+    x = model.to_critic_input(_real(model.spec, 4))
+    with torch.no_grad():
+        fake = model.generate(z)
+        assert fake.is_contiguous(memory_format=torch.channels_last)
+        plain = torch.nn.Sequential(*[torch.nn.Unflatten(m.dim, m.unflattened_size)
+                                      if isinstance(m, UnflattenChannelsLast) else m for m in model.G])
+        reference = plain(z)
+        assert reference.is_contiguous() and not reference.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fake, reference, rtol=1e-5, atol=1e-6)
+        logits = model.discriminate(x)
+        nchw = model.pack_inputs(x.contiguous())
+        torch.testing.assert_close(logits, model.D(nchw).reshape(-1), rtol=1e-5, atol=1e-6)
+    assert all(t.is_contiguous() for t in model.state_dict().values())
+
+
+def test_lazy_r1_every_kth_discriminator_step_with_k_times_the_weight():
+    """r1_every=k: the R1 term is in D's loss on D steps 0, k, 2k, ... only, weighted k * gamma / 2."""
+    model = _model("gan", "moons", r1_gamma=2.0, r1_every=3)
+    task = _task(model)
+    spec = SPECS["moons"]
+    for step in range(7):
+        out = task.training_step(dulab.training.batch.Batch(_real(spec, 8, step), _labels(spec, 8)), step)
+        if step % 3 == 0:
+            assert float(out["r1"]) > 0
+            torch.testing.assert_close(out["loss"], out["d_loss"] + 0.5 * 2.0 * 3 * out["r1"])
+        else:
+            assert "r1" not in out
+            torch.testing.assert_close(out["loss"], out["d_loss"])
+    with pytest.raises(UserError, match="r1_every"):
+        _model("gan", "moons", r1_gamma=2.0, r1_every=0)

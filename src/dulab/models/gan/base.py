@@ -56,6 +56,9 @@ class GANConfig:
             ignored by the other losses.
         gp_weight: lambda of the WGAN-GP gradient penalty (0 disables; Gulrajani et al. 2017 use 10).
         r1_gamma: gamma of the R1 penalty ``gamma / 2 E||grad D(x)||^2`` on real data (0 disables).
+        r1_every: lazy R1 (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN", Sec. 3.1):
+            the penalty only on every ``r1_every``-th discriminator step, weighted ``r1_every * gamma / 2`` so that
+            its average weight is unchanged (1: every step).
         lr_g, lr_d: learning rates of G and D (``None``: the ``TrainConfig`` lr); different values give TTUR.
         betas_g, betas_d: Adam betas of G and D (``None``: the ``TrainConfig`` betas).
         optimizer: ``adam`` (AdamW with the ``TrainConfig`` weight decay) or ``rmsprop`` (as WGAN with clipping;
@@ -91,6 +94,7 @@ class GANConfig:
     clip_value: float = 0.01
     gp_weight: float = 0.0
     r1_gamma: float = 0.0
+    r1_every: int = 1
     lr_g: float | None = None
     lr_d: float | None = None
     betas_g: tuple[float, float] | None = None
@@ -115,7 +119,7 @@ class GANConfig:
 
         check_choices(self)
         check_tricks(self)
-        require_at_least(self, 1, "latent_dim", "n_critic", "pack")
+        require_at_least(self, 1, "latent_dim", "n_critic", "pack", "r1_every")
         if self.pack > 1 and (self.gp_weight > 0 or self.r1_gamma > 0):
             raise UserError("pack > 1 (PacGAN) does not go with gp_weight or r1_gamma: their gradient norms would be"
                             " per packed group of examples")
