@@ -25,8 +25,8 @@ takes well under a second on one CPU thread), G: z -> 8w x 4 x 4 -> 4w -> 2w -> 
 ``tanh`` output; D: 3 -> w -> 2w -> 4w -> 8w (batch norm after the first) with LeakyReLU(0.2) -> one logit; Adam
 lr 2e-4, betas (0.5, 0.999); batch 64 of the same random images. (dulab's G starts with a linear layer to the
 4 x 4 map where bolts has a 4 x 4 transposed convolution of the 1 x 1 latent: the same map; dulab's layers carry
-biases, bolts' do not.) dulab runs ``dulab.train("dcgan", ...)`` (the engine: Fabric, ``AdversarialTask``, EMA
-off as by default, step logging) with evaluation off.
+biases, bolts' do not.) dulab runs ``dulab.train("dcgan", ...)`` (the engine: Fabric, ``AdversarialTask``, step
+logging) with evaluation off and, as bolts, without the R1 penalty and the weight EMA of dcgan's defaults.
 
 Each side's *step time* is measured inside its own full training loop: the worker records the clock at the
 start of every training step (dulab: entry of ``AdversarialTask.training_step``, wrapped; Lightning: a
@@ -83,7 +83,7 @@ def time_dulab(steps: int, batch: int, width: int) -> list[float]:
     with tempfile.TemporaryDirectory() as out:
         dulab.train("dcgan", data=data, epochs=1, batch_size=batch, seed=0, out_dir=Path(out) / "run",
                     overwrite=True, progress=False, verbose=False, sample_fn=None, latent_dim=LATENT,
-                    base_channels=width, lr=2e-4, betas=(0.5, 0.999))
+                    base_channels=width, lr=2e-4, betas=(0.5, 0.999), r1_gamma=0.0, ema_decay=0.0)
     return starts
 
 

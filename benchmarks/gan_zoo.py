@@ -20,8 +20,8 @@ key=value``, repeatable, e.g. ``size=32`` for sprites; rows of the JSON from oth
 ``AdversarialTask.evaluate`` on the test split (min(N_test, 500) seeded samples against as many test examples, the
 shipped extractor; class-conditional ``biggan`` samples for those examples' labels) and the floor is the same
 protocol with random training examples in place of samples (``gan_sample_quality.floor``). Writes
-``benchmarks/results/gan_zoo_<data>.json`` and ``docs/img/gan_zoo_<data>.png`` (64 samples per model, the final
-weights).
+``benchmarks/results/gan_zoo_<data>.json`` and ``docs/img/gan_zoo_<data>.png`` (64 samples per model, from the
+weights of the row's last evaluation: the raw ones, or the EMA when the model trains with one and it scored better).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def main() -> None:
     grids, names = [], []
     if args.picture_only:
         for name in args.models.split(","):
-            model = dulab.load(Path(args.out) / f"{name}-{tag}", which="last")
+            model = dulab.load(Path(args.out) / f"{name}-{tag}", which=results[name].get("weights", "last"))
             with torch.inference_mode():
                 x = draw_samples(model, 64, torch.Generator().manual_seed(0)).cpu()
             grids.append(image_grid(x, train.spec.num_levels if train.spec.is_discrete else None, nrow=8))
@@ -153,14 +153,15 @@ def main() -> None:
                           overwrite=True, progress=False, verbose=False, sample_fn=None, **hp)
         seconds = time.perf_counter() - t0
         last = run.metrics[-1]
+        weights = last.get("weights", "last")  # with EMA on: the weights (raw or averaged) that the row scores
         row = {"model": name, "data": args.data, "data_options": options, "hparams": hp, "step_s": round(t, 4),
-               "capped": capped, "train_examples": len(data),
+               "capped": capped, "train_examples": len(data), "weights": weights,
                "epochs": epochs, "steps": run.summary["step"], "seconds": round(seconds, 1),
                **{k: last.get(f"test_{k}") for k in KEYS}, "best_fid": run.summary["best"], "floor": fl}
         results[name] = row
         print(json.dumps(row), flush=True)
         out_json.write_text(json.dumps(results, indent=2) + "\n")
-        model = run.model.eval()
+        model = dulab.load(run.dir, which=weights)
         with torch.inference_mode():
             x = draw_samples(model, 64, torch.Generator().manual_seed(0)).cpu()
         grids.append(image_grid(x, train.spec.num_levels if train.spec.is_discrete else None, nrow=8))

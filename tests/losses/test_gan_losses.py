@@ -147,3 +147,20 @@ def test_r1_penalty_closed_forms():
 def test_gradient_penalty_shape_mismatch():
     with pytest.raises(UserError, match="one shape"):
         gradient_penalty(lambda v: v.sum(1), torch.zeros(3, 2), torch.zeros(4, 2))
+
+
+def test_r1_penalty_of_a_cross_example_critic_is_the_batch_input_gradient():
+    """With batch-coupled outputs (batch norm, packing) R1 is ||grad_X sum_i D(X)_i||^2 / B."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    net = net.double().train()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(net(xr).sum(), xr)
+    got = float(r1_penalty(lambda v: net(v).reshape(-1), x).detach())
+    assert got == pytest.approx(float(grad.pow(2).sum()) / 6, rel=1e-12)
+    # a packed critic (pairs concatenated): one logit per pair, the same identity
+    packed = torch.nn.Linear(6, 1).double()
+    (grad,) = torch.autograd.grad(packed(xr.reshape(3, 6)).sum(), xr)
+    got = float(r1_penalty(lambda v: packed(v.reshape(3, 6)).reshape(-1), x).detach())
+    assert got == pytest.approx(float(grad.pow(2).sum()) / 6, rel=1e-12)

@@ -154,6 +154,10 @@ def r1_penalty(critic: Callable, real: torch.Tensor) -> torch.Tensor:
     """R1 regulariser (Mescheder et al. 2018, Eq. 9) without its weight: the batch mean of
     ``||grad_x critic(x)||^2`` at real data (the task adds ``gamma / 2`` times it to the D loss).
 
+    Squared norms add up over the rows of the batch's input gradient, so the value is ``||grad_X sum_i critic(X)_i||^2
+    / B`` for any critic: with cross-example layers (D's batch norm) or PacGAN packing it penalises the whole batch's
+    input gradient, which the per-example definition reduces to when the examples are independent.
+
     Args:
         critic: ``(B, *event) -> (B,)`` outputs.
         real: ``(B, *event)`` float real examples.

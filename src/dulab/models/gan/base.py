@@ -120,8 +120,8 @@ class GANConfig:
         check_choices(self)
         check_tricks(self)
         require_at_least(self, 1, "latent_dim", "n_critic", "pack", "r1_every")
-        if self.pack > 1 and (self.gp_weight > 0 or self.r1_gamma > 0):
-            raise UserError("pack > 1 (PacGAN) does not go with gp_weight or r1_gamma: their gradient norms would be"
+        if self.pack > 1 and self.gp_weight > 0:
+            raise UserError("pack > 1 (PacGAN) does not go with gp_weight: the penalty's unit gradient norm would be"
                             " per packed group of examples")
         require_at_least(self, 0.0, "clip_value", "gp_weight", "r1_gamma")
         for name in ("lr_g", "lr_d"):

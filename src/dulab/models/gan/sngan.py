@@ -35,6 +35,7 @@ class SNGANConfig(DCGANConfig):
     minibatch_kernels: int = 16
     d_norm: Literal["batch", "none"] = "none"
     use_spectral_norm: bool = True
+    r1_gamma: float = 0.0  # not the dcgan default
 
 
 class SNGAN(DCGAN):

@@ -31,6 +31,7 @@ class WGANConfig(DCGANConfig):
     loss: LossKind = "wasserstein"
     n_critic: int = 5
     clip_value: float = 0.01
+    r1_gamma: float = 0.0  # not the dcgan default
     optimizer: Literal["adam", "rmsprop"] = "rmsprop"
 
 

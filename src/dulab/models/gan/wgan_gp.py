@@ -39,6 +39,7 @@ class WGANGPConfig(DCGANConfig):
     n_critic: int = 5
     clip_value: float = 0.0
     gp_weight: float = 10.0
+    r1_gamma: float = 0.0  # not the dcgan default
     d_norm: Literal["batch", "layer", "none"] = "layer"
     lr_g: float | None = 5e-4
     betas_g: tuple[float, float] | None = (0.0, 0.9)
