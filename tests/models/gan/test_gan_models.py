@@ -428,3 +428,18 @@ def test_lazy_r1_every_kth_discriminator_step_with_k_times_the_weight():
             torch.testing.assert_close(out["loss"], out["d_loss"])
     with pytest.raises(UserError, match="r1_every"):
         _model("gan", "moons", r1_gamma=2.0, r1_every=0)
+
+
+def test_dcgan_r1_gamma_defaults_from_the_image_size():
+    """r1_gamma=None: 10 * H * W / 64^2 (10 at 64x64, 0.15625 at 8x8); a given value is kept; the caller's config
+    object is not changed; the other DCGAN-family models keep their own (0)."""
+    from dulab.models.gan.dcgan import DCGANConfig
+
+    config = DCGANConfig(**_tiny("dcgan"))
+    assert config.r1_gamma is None
+    assert dulab.build_model("dcgan", SPECS["sprites"], **_tiny("dcgan")).config.r1_gamma == 10.0
+    assert get_model_class("dcgan")(SPECS["digits"], config).config.r1_gamma == 0.15625
+    assert config.r1_gamma is None
+    assert dulab.build_model("dcgan", SPECS["digits"], **_tiny("dcgan", r1_gamma=3.0)).config.r1_gamma == 3.0
+    for name in ("wgan", "wgan_gp", "sngan"):
+        assert dulab.build_model(name, SPECS["digits"], **_tiny(name)).config.r1_gamma == 0.0

@@ -55,7 +55,8 @@ class GANConfig:
         clip_value: weight clipping bound for ``loss="wasserstein"`` (Arjovsky et al. 2017 use 0.01; 0 disables);
             ignored by the other losses.
         gp_weight: lambda of the WGAN-GP gradient penalty (0 disables; Gulrajani et al. 2017 use 10).
-        r1_gamma: gamma of the R1 penalty ``gamma / 2 E||grad D(x)||^2`` on real data (0 disables).
+        r1_gamma: gamma of the R1 penalty ``gamma / 2 E||grad D(x)||^2`` on real data (0 disables; ``None``, where a
+            model allows it, lets the model choose from the data's shape).
         r1_every: lazy R1 (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN", Sec. 3.1):
             the penalty only on every ``r1_every``-th discriminator step, weighted ``r1_every * gamma / 2`` so that
             its average weight is unchanged (1: every step).
@@ -93,7 +94,7 @@ class GANConfig:
     n_critic: int = 1
     clip_value: float = 0.01
     gp_weight: float = 0.0
-    r1_gamma: float = 0.0
+    r1_gamma: float | None = 0.0
     r1_every: int = 1
     lr_g: float | None = None
     lr_d: float | None = None
@@ -123,7 +124,9 @@ class GANConfig:
         if self.pack > 1 and self.gp_weight > 0:
             raise UserError("pack > 1 (PacGAN) does not go with gp_weight: the penalty's unit gradient norm would be"
                             " per packed group of examples")
-        require_at_least(self, 0.0, "clip_value", "gp_weight", "r1_gamma")
+        require_at_least(self, 0.0, "clip_value", "gp_weight")
+        if self.r1_gamma is not None:  # None: the model chooses (dcgan: from the image size)
+            require_at_least(self, 0.0, "r1_gamma")
         for name in ("lr_g", "lr_d"):
             value = getattr(self, name)
             if value is not None and value <= 0:
