@@ -108,16 +108,16 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     path = ROOT / "benchmarks" / "results" / f"gan_modes_{args.data}.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
     for item in args.settings.split(","):
         options = setting_options(item)
         key = item + args.tag
         r = run_setting(args.data, key, options, steps=args.steps or STEPS[args.data], batch_size=args.batch_size,
                         lr=args.lr, seed=args.seed, out=out, common=common)
-        results[key] = r
         print(f"{args.data:7s} {key:20s} modes {r['modes']:2d}/{r['of']}  high-quality {r['high_quality']:.3f}"
               f"  ({r['steps']} steps, {r['seconds']:.0f} s)", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # re-read before writing, so that runs of this script side by side keep each other's rows
+        results = {**(json.loads(path.read_text()) if path.exists() else {}), key: r}
         path.write_text(json.dumps(results, indent=1))
 
 
