@@ -443,3 +443,9 @@ def test_dcgan_r1_gamma_defaults_from_the_image_size():
     assert dulab.build_model("dcgan", SPECS["digits"], **_tiny("dcgan", r1_gamma=3.0)).config.r1_gamma == 3.0
     for name in ("wgan", "wgan_gp", "sngan"):
         assert dulab.build_model(name, SPECS["digits"], **_tiny(name)).config.r1_gamma == 0.0
+    # r1_gamma=None on a model without its own rule: the base default, no R1 (and a task that can train it)
+    model = _model("gan", "moons", r1_gamma=None)
+    assert model.config.r1_gamma == 0.0
+    batch = dulab.training.batch.Batch(_real(SPECS["moons"], 8), _labels(SPECS["moons"], 8))
+    out = _task(model).training_step(batch, 0)
+    assert "r1" not in out and torch.isfinite(out["loss"])

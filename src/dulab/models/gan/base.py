@@ -30,6 +30,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,7 +57,8 @@ class GANConfig:
             ignored by the other losses.
         gp_weight: lambda of the WGAN-GP gradient penalty (0 disables; Gulrajani et al. 2017 use 10).
         r1_gamma: gamma of the R1 penalty ``gamma / 2 E||grad D(x)||^2`` on real data (0 disables; ``None``, where a
-            model allows it, lets the model choose from the data's shape).
+            model allows it, lets the model choose from the data's spec:
+            ``GANModel.default_r1_gamma``, 0 unless a model says otherwise).
         r1_every: lazy R1 (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN", Sec. 3.1):
             the penalty only on every ``r1_every``-th discriminator step, weighted ``r1_every * gamma / 2`` so that
             its average weight is unchanged (1: every step).
@@ -125,7 +127,7 @@ class GANConfig:
             raise UserError("pack > 1 (PacGAN) does not go with gp_weight: the penalty's unit gradient norm would be"
                             " per packed group of examples")
         require_at_least(self, 0.0, "clip_value", "gp_weight")
-        if self.r1_gamma is not None:  # None: the model chooses (dcgan: from the image size)
+        if self.r1_gamma is not None:  # None: the model chooses (GANModel.default_r1_gamma)
             require_at_least(self, 0.0, "r1_gamma")
         for name in ("lr_g", "lr_d"):
             value = getattr(self, name)
@@ -158,6 +160,10 @@ class GANModel(Model):
     def __init__(self, spec, config=None):
         from dulab.models.gan import tricks
 
+        config = self.Config() if config is None else config
+        if isinstance(config, GANConfig) and config.r1_gamma is None:
+            # the model's choice (``default_r1_gamma``); a copy, so that the caller's config stays as given
+            config = dataclasses.replace(config, r1_gamma=self.default_r1_gamma(spec))
         super().__init__(spec, config)
         if self.config.pack > 1 and (not self.supports_packing or self.is_conditional):
             raise UserError(f"{type(self).__name__.lower()} does not support pack > 1 (PacGAN packing); use gan,"
@@ -169,6 +175,11 @@ class GANModel(Model):
                 raise UserError("virtual_batch_norm is for unconditional generators")
             reference = self.sample_latent(self.config.virtual_batch_norm)  # global RNG: fixed from the seed
             self.G = tricks.wrap_generator(self.G, self.config, reference)
+
+    @classmethod
+    def default_r1_gamma(cls, spec) -> float:
+        """The R1 gamma that ``r1_gamma=None`` stands for, from the data's spec (0: no R1)."""
+        return 0.0
 
     def build_generator(self) -> nn.Module:
         raise NotImplementedError

@@ -38,7 +38,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -143,12 +142,10 @@ class DCGAN(GANModel):
         if config.progressive_steps > 0 and num_stages(*spec.shape[1:]) == 0:
             raise UserError(f"progressive growing needs an image size divisible by 2 (got {spec.shape[1:]})")
 
-    def __init__(self, spec, config=None):
-        config = self.Config() if config is None else config
-        if isinstance(config, DCGANConfig) and config.r1_gamma is None and len(spec.shape) == 3:
-            # from the image size (DCGANConfig); a copy, so that the caller's config stays as given
-            config = dataclasses.replace(config, r1_gamma=auto_r1_gamma(*spec.shape[1:]))
-        super().__init__(spec, config)
+    @classmethod
+    def default_r1_gamma(cls, spec) -> float:
+        # from the image size (DCGANConfig); non-images are refused by check_spec
+        return auto_r1_gamma(*spec.shape[1:]) if len(spec.shape) == 3 else 0.0
 
     def set_training_step(self, step: int) -> None:
         """Progressive growing: set G's and D's growth from the training step (the task calls this)."""
